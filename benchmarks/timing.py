@@ -1,0 +1,30 @@
+"""Interleaved timing: medians of A, B, A, B, ... so that the machine's drift cancels."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 30, warmup: int = 3) -> dict[str, float]:
+    """Median wall time (s) of each zero-argument function, run in turn `repeats` times."""
+    for f in fns.values():
+        for _ in range(warmup):
+            jax.block_until_ready(f())
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(f())
+            times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def compile_time(jitted, *args) -> float:
+    """Seconds to lower and compile `jitted` for `args` (no execution)."""
+    t = time.perf_counter()
+    jitted.lower(*args).compile()
+    return time.perf_counter() - t

@@ -1,0 +1,29 @@
+"""jaxbp: backpropagation as products of explicit Jacobian matrices, in JAX.
+
+Implements "The Backpropagation Algorithm for a Math Student" (Damadi, Moharrer, Cham):
+z^[l] = (W^[l])^T a^[l-1] + b^[l], a^[l] = f^[l](z^[l]), and
+grad_theta l = (J_theta z^[L])^T grad_{z^[L]} l (Eq. 1, Algorithm 1).
+"""
+
+from jaxbp import activations, heads, models
+from jaxbp.activations import softmax_jacobian
+from jaxbp.jacobian import grad_fn, jacobian, value_and_grad_fn
+from jaxbp.layers import Dense, layer_jacobian
+from jaxbp.network import Network, mlp
+from jaxbp.params import ravel, unravel
+
+__all__ = [
+    "Dense",
+    "Network",
+    "activations",
+    "grad_fn",
+    "heads",
+    "jacobian",
+    "layer_jacobian",
+    "mlp",
+    "models",
+    "ravel",
+    "softmax_jacobian",
+    "unravel",
+    "value_and_grad_fn",
+]

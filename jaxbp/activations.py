@@ -1,0 +1,85 @@
+"""Activation functions f, their derivatives f' and Jacobians J_z f(z) (Section 3.4).
+
+An elementwise activation a = f(z) = [f(z_1) ... f(z_d)]^T has the diagonal Jacobian
+J_z f(z) = diag(f'(z_1), ..., f'(z_d)); the chain only ever needs the vector f'(z), so
+`Activation.df` returns that vector and `Activation.jacobian` builds the matrix for teaching
+and tests. Softmax is not elementwise: its Jacobian is the full diag(s) - s s^T.
+
+Conventions at kinks follow JAX's own derivatives, so that jaxbp and `jax.grad` agree bit for
+bit in meaning: relu'(0) = 0 (as `jax.nn.relu`), leaky_relu'(0) = 1 (`jax.nn.leaky_relu`
+takes the identity branch at 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+LEAKY_RELU_SLOPE = 0.01  # jax.nn.leaky_relu's default negative slope
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+class Activation(NamedTuple):
+    """An elementwise activation: `f(z)` and its derivative `df(z)` = f'(z), both shape-preserving."""
+
+    name: str
+    f: Callable[[Array], Array]
+    df: Callable[[Array], Array]
+
+    def jacobian(self, z: Array) -> Array:
+        """J_z f(z) = diag(f'(z)) for z: (d,), shape (d, d)."""
+        return jnp.diag(self.df(z))
+
+
+def _gelu_df(z: Array) -> Array:
+    # d/dz of the tanh approximation used by jax.nn.gelu(approximate=True)
+    u = _GELU_C * (z + 0.044715 * z**3)
+    t = jnp.tanh(u)
+    du = _GELU_C * (1.0 + 3 * 0.044715 * z**2)
+    return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t**2) * du
+
+
+def _sigmoid_df(z: Array) -> Array:
+    s = jax.nn.sigmoid(z)
+    return s * (1.0 - s)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("relu", jax.nn.relu, lambda z: (z > 0).astype(z.dtype)),
+        Activation(
+            "leaky_relu",
+            lambda z: jax.nn.leaky_relu(z, LEAKY_RELU_SLOPE),
+            lambda z: jnp.where(z >= 0, 1.0, LEAKY_RELU_SLOPE).astype(z.dtype),
+        ),
+        Activation("sigmoid", jax.nn.sigmoid, _sigmoid_df),
+        Activation("tanh", jnp.tanh, lambda z: 1.0 - jnp.tanh(z) ** 2),
+        Activation("softplus", jax.nn.softplus, jax.nn.sigmoid),
+        Activation("gelu", lambda z: jax.nn.gelu(z, approximate=True), _gelu_df),
+        Activation("identity", lambda z: z, jnp.ones_like),
+    )
+}
+
+
+def get(name: str) -> Activation:
+    """The activation called `name`; a ValueError lists the known names otherwise."""
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError(
+            f"activation: unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
+        )
+    return ACTIVATIONS[name]
+
+
+def softmax_jacobian(z: Array) -> Array:
+    """J_z softmax(z) = diag(s) - s s^T for z: (c,), shape (c, c); batched over leading axes."""
+    s = jax.nn.softmax(z, axis=-1)
+    return jnp.einsum("...i,ij->...ij", s, jnp.eye(s.shape[-1], dtype=s.dtype)) - jnp.einsum(
+        "...i,...j->...ij", s, s
+    )

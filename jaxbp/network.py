@@ -1,0 +1,255 @@
+"""A network z^[L](theta; x): layers, hidden activations f^[1..L-1] and a head (f^[L], loss).
+
+`Network` is static configuration (hashable, so it can be closed over by `jax.jit`); its
+parameters are a plain list, first layer first, of per-layer dicts (for Dense: {"W", "b"}).
+Block l of the network is (layer l, f^[l]); f^[L] is the head's and is kept out of the chain
+(Fig. 2: the last activation is separated from the network and paired with the loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbp import activations as _act
+from jaxbp import heads as _heads
+from jaxbp.layers import Dense
+
+Array = jax.Array
+Params = list[dict[str, Array]]
+
+# Runs of identical blocks at least this long are folded with `jax.lax.scan`; shorter runs are
+# unrolled. A scanned step costs a loop iteration, a dynamic slice of the stacked parameters and
+# a dynamic update of the stacked gradients; for a handful of layers XLA's unrolled code is
+# faster and compiles just as quickly (see benchmarks/deep_mlp.py).
+SCAN_MIN_LENGTH = 4
+
+
+class Segment(NamedTuple):
+    """Layers start .. start+n-1, all equal to `layer` and each followed by activation `act`."""
+
+    layer: Any
+    act: _act.Activation
+    start: int
+    n: int
+
+    @property
+    def scanned(self) -> bool:
+        return self.n >= SCAN_MIN_LENGTH
+
+
+@dataclass(frozen=True)
+class Network:
+    """z^[L] = g_L(theta_L, f^[L-1](... f^[1](g_1(theta_1, x)))) with a head for f^[L] and the loss."""
+
+    layers: tuple
+    activations: tuple[str, ...]
+    head: str
+
+    def __post_init__(self):
+        if len(self.layers) == 0:
+            raise ValueError("layers: expected at least one layer, got an empty list")
+        if len(self.activations) != len(self.layers) - 1:
+            raise ValueError(
+                f"activations: expected {len(self.layers) - 1} hidden activations "
+                f"(one per layer but the last), got {len(self.activations)}"
+            )
+        for name in self.activations:
+            _act.get(name)
+        _heads.get(self.head)
+        for l, (prev, nxt) in enumerate(zip(self.layers, self.layers[1:]), start=1):
+            if prev.out_shape != nxt.in_shape:
+                raise ValueError(
+                    f"layers: layer {l} outputs shape {prev.out_shape} but layer {l + 1} "
+                    f"expects {nxt.in_shape}"
+                )
+        if len(self.layers[-1].out_shape) != 1:
+            raise ValueError(
+                f"layers: the last layer must output a vector z^[L], got shape "
+                f"{self.layers[-1].out_shape}; add a Flatten/Dense layer"
+            )
+
+    # -- static facts -------------------------------------------------------------------
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return self.layers[0].in_shape
+
+    @property
+    def m(self) -> int:
+        """Width of z^[L]."""
+        return self.layers[-1].out_shape[0]
+
+    @property
+    def n_params(self) -> int:
+        """P, the length of theta."""
+        return sum(layer.size for layer in self.layers)
+
+    @property
+    def head_fn(self) -> _heads.Head:
+        return _heads.get(self.head)
+
+    def segments(self) -> list[Segment]:
+        """Maximal runs of identical blocks (layer, f^[l]); layer 1 always stands alone.
+
+        Layer 1 is kept apart because the backward pass never needs delta^T J_x z^[1]; alone and
+        unrolled, XLA drops that product.
+        """
+        acts = [_act.get(a) for a in self.activations] + [_act.get("identity")]
+        segs: list[Segment] = []
+        for l, (layer, act) in enumerate(zip(self.layers, acts)):
+            last = segs[-1] if segs else None
+            if last is not None and l > 1 and last.layer == layer and last.act.name == act.name:
+                segs[-1] = last._replace(n=last.n + 1)
+            else:
+                segs.append(Segment(layer, act, l, 1))
+        return segs
+
+    # -- parameters ---------------------------------------------------------------------
+    def init(self, key: Array, dtype=jnp.float32) -> Params:
+        """Initial parameters: a list, first layer first, of dicts (Dense: W (n_in, n_out), b (n_out,))."""
+        keys = jax.random.split(key, len(self.layers))
+        return [layer.init(k, dtype) for layer, k in zip(self.layers, keys)]
+
+    def check_params(self, params: Any) -> None:
+        """ValueError unless `params` is a list of per-layer dicts whose shapes match the network."""
+        if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
+            got = f"{type(params).__name__} of length {len(params)}" if isinstance(
+                params, (list, tuple)
+            ) else type(params).__name__
+            raise ValueError(
+                f"params: expected a list of {len(self.layers)} per-layer dicts, got {got}"
+            )
+        for l, (layer, p) in enumerate(zip(self.layers, params), start=1):
+            want = layer.param_shapes
+            got = {k: tuple(np.shape(v)) for k, v in p.items()} if isinstance(p, dict) else p
+            if got != want:
+                raise ValueError(f"params[{l - 1}] (layer {l}): expected shapes {want}, got {got}")
+
+    # -- forward --------------------------------------------------------------------------
+    def check_inputs(self, params: Any, x: Any, y: Any = None) -> bool:
+        """Validate params, x and (if given) y; return whether x is a batch."""
+        self.check_params(params)
+        shape = tuple(np.shape(x))
+        if shape == self.in_shape:
+            batched = False
+        elif shape[1:] == self.in_shape and len(shape) == len(self.in_shape) + 1:
+            batched = True
+        else:
+            raise ValueError(
+                f"x: expected shape {self.in_shape} (one sample) or (B, {', '.join(map(str, self.in_shape))}) "
+                f"(a batch), got {shape}"
+            )
+        if y is not None:
+            if batched and np.ndim(y) >= 1 and np.shape(y)[0] != shape[0]:
+                raise ValueError(
+                    f"y: x holds a batch of {shape[0]} samples but y has {np.shape(y)[0]} rows"
+                )
+            y_b = y if batched else _add_batch(y)
+            _heads.check_labels(self.head_fn, y_b, shape[0] if batched else 1, self.m)
+        return batched
+
+    def apply(self, params: Params, x: Array) -> Array:
+        """z^[L]: (m,) for x: in_shape, (B, m) for x: (B, *in_shape)."""
+        batched = self.check_inputs(params, x)
+        xb = jnp.asarray(x) if batched else jnp.asarray(x)[None]
+        z, _ = forward(self, params, xb)
+        return z if batched else z[0]
+
+    def predict(self, params: Params, x: Array) -> Array:
+        """y_hat = f^[L](z^[L]), same shapes as `apply`."""
+        return self.head_fn.predict(self.apply(params, x))
+
+    def loss(self, params: Params, x: Array, y: Array) -> Array:
+        """Mean over the batch of l(y, f^[L](z^[L])) (a scalar)."""
+        batched = self.check_inputs(params, x, y)
+        xb, yb = (x, y) if batched else (jnp.asarray(x)[None], _add_batch(y))
+        z, _ = forward(self, params, jnp.asarray(xb))
+        return jnp.mean(self.head_fn.loss(z, self.head_fn.target(jnp.asarray(yb), self.m, z.dtype)))
+
+
+def _add_batch(y):
+    return np.asarray(y)[None] if not isinstance(y, jax.Array) else y[None]
+
+
+def stack(trees: Sequence[Any]) -> Any:
+    """Stack a list of equal-structure pytrees along a new leading axis."""
+    return jax.tree.map(lambda *t: jnp.stack(t), *trees)
+
+
+def fold(seg: Segment, step, carry, xs: tuple, reverse: bool = False):
+    """Fold `step(carry, x) -> (carry, y)` over the segment's layers, scanned or unrolled.
+
+    `xs` is a tuple of per-layer data in the segment's layout: each entry stacked along a
+    leading axis of length seg.n when the segment is scanned, a list of seg.n items otherwise;
+    `step` receives the tuple for one layer, and `ys` comes back in the segment's layout.
+    """
+    if seg.scanned:
+        return jax.lax.scan(step, carry, xs, reverse=reverse)
+    ys: list[Any] = [None] * seg.n
+    for i in reversed(range(seg.n)) if reverse else range(seg.n):
+        carry, ys[i] = step(carry, tuple(c[i] for c in xs))
+    return carry, ys
+
+
+def layer_index(seg: Segment):
+    """0 .. seg.n-1 in the segment's layout (a traced counter when scanned)."""
+    return jnp.arange(seg.n) if seg.scanned else list(range(seg.n))
+
+
+def segment_params(seg: Segment, params: Params):
+    ps = list(params[seg.start : seg.start + seg.n])
+    return stack(ps) if seg.scanned else ps
+
+
+def unsegment(seg: Segment, tree) -> list:
+    """The per-layer list of a segment-layout pytree (inverse of the stacking)."""
+    if not seg.scanned:
+        return list(tree)
+    return [jax.tree.map(lambda t: t[i], tree) for i in range(seg.n)]
+
+
+def forward(net: Network, params: Params, x: Array, keep: bool = False):
+    """Forward pass on a batch x: (B, *in_shape) -> (z^[L]: (B, m), saved).
+
+    With keep=True, `saved` holds, per segment, (segment params, (a^[l-1], z^[l]) per layer) in
+    the segment's layout, which is what both backward contractions consume.
+    """
+    dtype = params[0][next(iter(params[0]))].dtype if params and params[0] else x.dtype
+    a = x.astype(dtype) if jnp.issubdtype(dtype, jnp.floating) else x
+    saved = []
+    for seg in net.segments():
+        ps = segment_params(seg, params)
+
+        def step(a, inp, seg=seg):
+            (p,) = inp
+            z = seg.layer.apply(p, a)
+            return seg.act.f(z), ((a, z) if keep else None)
+
+        a, ys = fold(seg, step, a, (ps,))
+        saved.append((ps, ys))
+    return a, saved
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu", head: str = "softmax_ce") -> Network:
+    """A fully connected network n_0 -> n_1 -> ... -> n_L of Dense layers.
+
+    sizes: [n_0, ..., n_L] (at least two positive ints); activation: the hidden f^[1..L-1];
+    head: "softmax_ce", "sigmoid_bce" or "identity_mse".
+
+    >>> net = mlp([4, 5, 3], activation="relu", head="softmax_ce")
+    >>> net.n_params  # 4*5+5 + 5*3+3
+    43
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes: expected at least [n_0, n_1], got {sizes}")
+    bad = [n for n in sizes if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0]
+    if bad:
+        raise ValueError(f"sizes: every width must be a positive int, got {sizes}")
+    _act.get(activation)
+    layers = tuple(Dense(int(i), int(o)) for i, o in zip(sizes, sizes[1:]))
+    return Network(layers, (activation,) * (len(layers) - 1), head)
