@@ -1,9 +1,10 @@
 """Deep uniform MLPs: compile time and step time of jaxbp.grad_fn vs an unrolled jax.grad.
 
 The network is width 256, batch 128, tanh hidden layers, softmax head; the reference is
-`jax.jit(jax.grad(loss))` of the same network written as a Python loop over the params list.
-jaxbp folds the identical hidden layers with `jax.lax.scan`, so its compile time should stay
-flat in depth while the unrolled reference grows linearly.
+`jax.jit(jax.grad(loss))` of the same network written as a Python loop over a list of
+per-layer params. jaxbp builds it with `mlp(..., scan=2)`, which folds the identical hidden
+layers into one `Stacked` entry scanned with `jax.lax.scan`, so its compile time stays flat
+in depth while the unrolled reference grows linearly. Both get the same parameter values.
 
     python benchmarks/deep_mlp.py [--depths 8 32 128 512] [--repeats 20]
 """
@@ -40,12 +41,14 @@ def main() -> None:
     print(f"{'depth':>6} {'compile jaxbp s':>16} {'compile jax s':>14} {'compile ratio':>14} "
           f"{'step jaxbp ms':>14} {'step jax ms':>12} {'step ratio':>11}")
     for depth in args.depths:
-        net = jaxbp.mlp([WIDTH] * depth + [10], activation="tanh")
+        net = jaxbp.mlp([WIDTH] * depth + [10], activation="tanh", scan=2)
+        flat = jaxbp.mlp([WIDTH] * depth + [10], activation="tanh")
         params = net.init(jax.random.key(0))
+        listed = jaxbp.unravel(flat, jaxbp.ravel(net, params))
         ours = jax.jit(lambda p, x, y, net=net: _value_and_grad(net, p, x, y)[1])
         ref = jax.jit(jax.grad(unrolled_loss))
-        c_ours, c_ref = compile_time(ours, params, x, y), compile_time(ref, params, x, y)
-        t = interleaved({"ours": lambda: ours(params, x, y), "ref": lambda: ref(params, x, y)},
+        c_ours, c_ref = compile_time(ours, params, x, y), compile_time(ref, listed, x, y)
+        t = interleaved({"ours": lambda: ours(params, x, y), "ref": lambda: ref(listed, x, y)},
                         repeats=args.repeats)
         print(f"{depth:>6} {c_ours:>16.2f} {c_ref:>14.2f} {c_ours / c_ref:>14.3f} "
               f"{1e3 * t['ours']:>14.2f} {1e3 * t['ref']:>12.2f} {t['ours'] / t['ref']:>11.3f}",

@@ -9,12 +9,13 @@ from jaxbp import activations, heads, models
 from jaxbp.activations import softmax_jacobian
 from jaxbp.jacobian import grad_fn, jacobian, value_and_grad_fn
 from jaxbp.layers import Dense, layer_jacobian
-from jaxbp.network import Network, mlp
+from jaxbp.network import Network, Stacked, mlp
 from jaxbp.params import ravel, unravel
 
 __all__ = [
     "Dense",
     "Network",
+    "Stacked",
     "activations",
     "grad_fn",
     "heads",

@@ -37,25 +37,45 @@ def _value_and_grad(net: Network, params: Params, x: Array, y: Array) -> tuple[A
     for seg, (ps, ys) in reversed(list(zip(net.segments(), saved))):
 
         def step(g, inp, seg=seg):
-            p, (a, zl) = inp
-            delta = g * seg.act.df(zl)  # row vector times diag(f'(z^[l]))
+            p, (a, df) = inp
+            delta = g * df  # row vector times diag(f'(z^[l]))
             return seg.layer.vjp_input(p, a, delta), seg.layer.vjp_params(p, a, delta)
 
         g, gs = fold(seg, step, g, (ps, ys), reverse=True)
-        grads[seg.start : seg.start + seg.n] = unsegment(seg, gs)
+        grads[seg.index] = unsegment(seg, gs)
     return loss, grads
 
 
-def _host_labels(y) -> bool:
-    return isinstance(y, (np.ndarray, list, tuple))
+def _checked_jit(net: Network, fn):
+    """jax.jit of fn(net, params, x_batch, y_batch) taking one sample or a batch, validated.
+
+    Shapes are validated when the function is traced (once per shape); label values only when
+    y is a host (NumPy) array, so a step on device arrays pays no extra device round trip.
+    """
+    if not isinstance(net, Network):
+        raise TypeError(f"net: expected a jaxbp.Network, got {type(net).__name__}")
+
+    @jax.jit
+    def jitted(params, x, y):
+        if net.check_inputs(params, x, y):
+            return fn(net, params, x, y)
+        return fn(net, params, x[None], y[None])
+
+    @functools.wraps(jitted)
+    def call(params: Params, x: Array, y: Array):
+        if isinstance(y, np.ndarray):
+            net.check_inputs(params, x, y)
+        return jitted(params, x, y)
+
+    return call
 
 
 def value_and_grad_fn(net: Network):
     """A jitted `(params, x, y) -> (loss, grads)` computing the gradient by Algorithm 1.
 
-    x: (B, *in_shape) or one sample in_shape; y: the head's labels; grads has the structure of
-    params. Shapes are validated when the function is traced; label values (class range, {0,1})
-    are validated when y comes as a NumPy array, without a device round trip otherwise.
+    x: (B, *in_shape) or one sample in_shape; y: the head's labels (class ids or rows of
+    probabilities for softmax_ce, {0,1} targets for sigmoid_bce, real targets for identity_mse);
+    loss is the batch mean and grads has the structure of params.
 
     >>> import jax, jax.numpy as jnp, jaxbp
     >>> net = jaxbp.mlp([4, 5, 3])
@@ -64,22 +84,7 @@ def value_and_grad_fn(net: Network):
     >>> grads[0]["W"].shape
     (4, 5)
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"net: expected a jaxbp.Network, got {type(net).__name__}")
-
-    @jax.jit
-    def jitted(params, x, y):
-        if not net.check_inputs(params, x, y):
-            return _value_and_grad(net, params, x[None], y[None])
-        return _value_and_grad(net, params, x, y)
-
-    @functools.wraps(jitted)
-    def value_and_grad(params: Params, x: Array, y: Array) -> tuple[Array, Params]:
-        if _host_labels(y):
-            net.check_inputs(params, x, y)
-        return jitted(params, x, y)
-
-    return value_and_grad
+    return _checked_jit(net, _value_and_grad)
 
 
 def grad_fn(net: Network):
@@ -87,8 +92,7 @@ def grad_fn(net: Network):
 
     Same arguments and checks as `value_and_grad_fn`; grads has the structure of params.
     """
-    vg = value_and_grad_fn(net)
-    return lambda params, x, y: vg(params, x, y)[1]
+    return _checked_jit(net, lambda *args: _value_and_grad(*args)[1])
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -99,12 +103,12 @@ def _jacobian(net: Network, params: Params, x: Array) -> Array:
     J = jnp.zeros((B, m, net.n_params), z.dtype)
     offs = offsets(net)
     for seg, (ps, ys) in reversed(list(zip(net.segments(), saved))):
-        size, base = seg.layer.size, offs[seg.start + seg.n - 1]
+        size, base = seg.layer.size, offs[seg.index]
 
         def step(carry, inp, seg=seg, size=size, base=base):
             M, J = carry
-            p, (a, zl), i = inp
-            Md = M * seg.act.df(zl)[:, None]  # M diag(f'(z^[l])) = dz^[L]/dz^[l]: (B, m, *out)
+            p, (a, df), i = inp
+            Md = M * df[:, None]  # M diag(f'(z^[l])) = dz^[L]/dz^[l]: (B, m, *out)
             if size:
                 rows = _param_rows(seg.layer, p, a, Md)  # Md [I (x) a^T, I]: (B, m, P_l)
                 J = jax.lax.dynamic_update_slice_in_dim(J, rows, base + (seg.n - 1 - i) * size, 2)

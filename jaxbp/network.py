@@ -8,6 +8,7 @@ Block l of the network is (layer l, f^[l]); f^[L] is the head's and is kept out 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
@@ -22,24 +23,56 @@ from jaxbp.layers import Dense
 Array = jax.Array
 Params = list[dict[str, Array]]
 
-# Runs of identical blocks at least this long are folded with `jax.lax.scan`; shorter runs are
-# unrolled. A scanned step costs a loop iteration, a dynamic slice of the stacked parameters and
-# a dynamic update of the stacked gradients; for a handful of layers XLA's unrolled code is
-# faster and compiles just as quickly (see benchmarks/deep_mlp.py).
-SCAN_MIN_LENGTH = 4
+
+@dataclass(frozen=True)
+class Stacked:
+    """n identical blocks (layer, f) folded into one entry, scanned with `jax.lax.scan`.
+
+    The Flax `nn.scan` pattern for deep uniform stacks: the entry's parameters are the layer's
+    dict with a leading axis of length n (Dense: W (n, n_in, n_out), b (n, n_out)), so the
+    forward and both backward contractions compile once, whatever n is, and no parameter is
+    copied into or out of a stack at each step. The hidden activation given for this entry
+    follows each of the n layers. Its theta block is the n layer blocks, last layer first.
+    """
+
+    layer: Any
+    n: int
+
+    def __post_init__(self):
+        if self.layer.in_shape != self.layer.out_shape:
+            raise ValueError(
+                f"Stacked: the layer must map a shape to itself, got {self.layer.in_shape} -> "
+                f"{self.layer.out_shape}"
+            )
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"Stacked: n must be a positive int, got {self.n!r}")
+
+    in_shape = property(lambda self: self.layer.in_shape)
+    out_shape = property(lambda self: self.layer.out_shape)
+    size = property(lambda self: self.n * self.layer.size)
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: (self.n, *s) for k, s in self.layer.param_shapes.items()}
+
+    def init(self, key: Array, dtype=jnp.float32) -> dict[str, Array]:
+        return jax.vmap(lambda k: self.layer.init(k, dtype))(jax.random.split(key, self.n))
+
+    def ravel(self, p) -> Array:
+        return jax.vmap(self.layer.ravel)(p)[::-1].reshape(-1)
+
+    def unravel(self, theta_l: Array):
+        return jax.vmap(self.layer.unravel)(theta_l.reshape(self.n, -1)[::-1])
 
 
 class Segment(NamedTuple):
-    """Layers start .. start+n-1, all equal to `layer` and each followed by activation `act`."""
+    """One entry of the params list: `n` blocks (layer, f), scanned when the entry is Stacked."""
 
     layer: Any
     act: _act.Activation
-    start: int
+    index: int
     n: int
-
-    @property
-    def scanned(self) -> bool:
-        return self.n >= SCAN_MIN_LENGTH
+    scanned: bool
 
 
 @dataclass(frozen=True)
@@ -93,20 +126,14 @@ class Network:
         return _heads.get(self.head)
 
     def segments(self) -> list[Segment]:
-        """Maximal runs of identical blocks (layer, f^[l]); layer 1 always stands alone.
-
-        Layer 1 is kept apart because the backward pass never needs delta^T J_x z^[1]; alone and
-        unrolled, XLA drops that product.
-        """
+        """The blocks of each params entry, in order: one plain layer, or a Stacked run."""
         acts = [_act.get(a) for a in self.activations] + [_act.get("identity")]
-        segs: list[Segment] = []
-        for l, (layer, act) in enumerate(zip(self.layers, acts)):
-            last = segs[-1] if segs else None
-            if last is not None and l > 1 and last.layer == layer and last.act.name == act.name:
-                segs[-1] = last._replace(n=last.n + 1)
-            else:
-                segs.append(Segment(layer, act, l, 1))
-        return segs
+        return [
+            Segment(layer.layer, act, i, layer.n, True)
+            if isinstance(layer, Stacked)
+            else Segment(layer, act, i, 1, False)
+            for i, (layer, act) in enumerate(zip(self.layers, acts))
+        ]
 
     # -- parameters ---------------------------------------------------------------------
     def init(self, key: Array, dtype=jnp.float32) -> Params:
@@ -201,22 +228,21 @@ def layer_index(seg: Segment):
 
 
 def segment_params(seg: Segment, params: Params):
-    ps = list(params[seg.start : seg.start + seg.n])
-    return stack(ps) if seg.scanned else ps
+    """The entry's params in the segment's layout (already stacked for a Stacked entry)."""
+    return params[seg.index] if seg.scanned else [params[seg.index]]
 
 
-def unsegment(seg: Segment, tree) -> list:
-    """The per-layer list of a segment-layout pytree (inverse of the stacking)."""
-    if not seg.scanned:
-        return list(tree)
-    return [jax.tree.map(lambda t: t[i], tree) for i in range(seg.n)]
+def unsegment(seg: Segment, tree):
+    """A segment-layout result back to the params entry's layout (inverse of segment_params)."""
+    return tree if seg.scanned else tree[0]
 
 
 def forward(net: Network, params: Params, x: Array, keep: bool = False):
     """Forward pass on a batch x: (B, *in_shape) -> (z^[L]: (B, m), saved).
 
-    With keep=True, `saved` holds, per segment, (segment params, (a^[l-1], z^[l]) per layer) in
-    the segment's layout, which is what both backward contractions consume.
+    With keep=True, `saved` holds, per segment, (segment params, (a^[l-1], f'^[l](z^[l])) per
+    layer) in the segment's layout, which is all both backward contractions consume; f' is
+    evaluated in the forward pass, fused with f, as reverse-mode autodiff does.
     """
     dtype = params[0][next(iter(params[0]))].dtype if params and params[0] else x.dtype
     a = x.astype(dtype) if jnp.issubdtype(dtype, jnp.floating) else x
@@ -227,29 +253,42 @@ def forward(net: Network, params: Params, x: Array, keep: bool = False):
         def step(a, inp, seg=seg):
             (p,) = inp
             z = seg.layer.apply(p, a)
-            return seg.act.f(z), ((a, z) if keep else None)
+            return seg.act.f(z), ((a, seg.act.df(z)) if keep else None)
 
         a, ys = fold(seg, step, a, (ps,))
         saved.append((ps, ys))
     return a, saved
 
 
-def mlp(sizes: Sequence[int], activation: str = "relu", head: str = "softmax_ce") -> Network:
+def mlp(
+    sizes: Sequence[int], activation: str = "relu", head: str = "softmax_ce", scan: int | None = None
+) -> Network:
     """A fully connected network n_0 -> n_1 -> ... -> n_L of Dense layers.
 
     sizes: [n_0, ..., n_L] (at least two positive ints); activation: the hidden f^[1..L-1];
-    head: "softmax_ce", "sigmoid_bce" or "identity_mse".
+    head: "softmax_ce", "sigmoid_bce" or "identity_mse"; scan: if set, every run of at least
+    `scan` identical hidden layers n -> n becomes one `Stacked` entry (stacked params, scanned),
+    which keeps compile time flat in depth; by default params are one dict per layer.
 
     >>> net = mlp([4, 5, 3], activation="relu", head="softmax_ce")
     >>> net.n_params  # 4*5+5 + 5*3+3
     43
     """
     sizes = list(sizes)
+    if scan is not None and (not isinstance(scan, int) or scan < 2):
+        raise ValueError(f"scan: expected None or an int >= 2, got {scan!r}")
     if len(sizes) < 2:
         raise ValueError(f"sizes: expected at least [n_0, n_1], got {sizes}")
     bad = [n for n in sizes if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0]
     if bad:
         raise ValueError(f"sizes: every width must be a positive int, got {sizes}")
     _act.get(activation)
-    layers = tuple(Dense(int(i), int(o)) for i, o in zip(sizes, sizes[1:]))
-    return Network(layers, (activation,) * (len(layers) - 1), head)
+    dense = [Dense(int(i), int(o)) for i, o in zip(sizes, sizes[1:])]
+    layers = dense
+    if scan is not None:  # the input and head layers stay alone; runs shorter than `scan` unroll
+        layers = [dense[0]]
+        for layer, run in itertools.groupby(dense[1:-1]):
+            n = len(list(run))
+            layers += [Stacked(layer, n)] if n >= scan else [layer] * n
+        layers += dense[-1:] if len(dense) > 1 else []
+    return Network(tuple(layers), (activation,) * (len(layers) - 1), head)

@@ -1,0 +1,51 @@
+"""Shared test helpers: random networks and parameters, and the oracle comparisons."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxbp
+
+TOL = {jnp.float64: 1e-10, jnp.float32: 1e-5}
+
+
+def random_params(net: jaxbp.Network, seed: int, dtype):
+    """Initial params with every entry (biases too) perturbed, so no block is trivially zero."""
+    params = net.init(jax.random.key(seed), dtype)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    return jax.tree.unflatten(
+        tree, [p + 0.3 * jax.random.normal(k, p.shape, dtype) for p, k in zip(leaves, keys)]
+    )
+
+
+def random_labels(head: str, batch: int, m: int, seed: int, dtype, kind: str = "int"):
+    """Labels of the head's kind: class ids / probability rows, {0,1}, or real targets."""
+    rng = np.random.default_rng(seed)
+    if head == "softmax_ce":
+        if kind == "int":
+            return rng.integers(0, m, size=batch)
+        p = rng.random((batch, m))
+        return (p / p.sum(1, keepdims=True)).astype(dtype) if kind == "prob" else p.astype(dtype)
+    if head == "sigmoid_bce":
+        return rng.integers(0, 2, size=(batch, m)).astype(dtype)
+    return rng.normal(size=(batch, m)).astype(dtype)
+
+
+def assert_rel_close(actual, expected, dtype, what: str = "") -> None:
+    """max |actual - expected| <= tol * max |expected| (tol by dtype), leaf by leaf."""
+    tol = TOL[jnp.dtype(dtype).type]
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
+        assert a.shape == e.shape, (what, a.shape, e.shape)
+        scale = max(np.max(np.abs(e)), 1e-30)
+        err = np.max(np.abs(a - e)) / scale
+        assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
+
+
+def jacrev_theta(net: jaxbp.Network, params, x):
+    """The oracle J_theta z^[L]: jax.jacrev of net.apply through unravel, in theta order."""
+    theta = jaxbp.ravel(net, params)
+    return jax.jacrev(lambda th: net.apply(jaxbp.unravel(net, th), x))(theta)

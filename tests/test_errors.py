@@ -1,0 +1,116 @@
+"""Bad input gets a ValueError/TypeError that names the argument, the expected and the given."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxbp
+
+NET = jaxbp.mlp([4, 5, 3])
+PARAMS = NET.init(jax.random.key(0))
+X = np.ones((6, 4), np.float32)
+Y = np.zeros(6, int)
+
+
+def _entry_points():
+    vg, g = jaxbp.value_and_grad_fn(NET), jaxbp.grad_fn(NET)
+    return {
+        "value_and_grad_fn": lambda p, x, y: vg(p, x, y),
+        "grad_fn": lambda p, x, y: g(p, x, y),
+        "loss": NET.loss,
+        "jax.grad(loss)": jax.grad(NET.loss),
+    }
+
+
+SHAPE_ERRORS = [
+    (np.ones((6, 5), np.float32), Y, r"x: expected shape \(4,\).*got \(6, 5\)"),
+    (X, np.zeros(5, int), "x holds a batch of 6 samples but y has 5 rows"),
+    (X, np.zeros((6, 4)), r"y: head 'softmax_ce' expects.*got shape \(6, 4\)"),
+    (X, jnp.zeros((6, 2, 3)), r"got shape \(6, 2, 3\)"),
+]
+VALUE_ERRORS = [  # label values are checked on host (NumPy) arrays, where it costs no device sync
+    (X, np.array([0, 1, 2, 3, 0, 1]), r"values in \[0, 3\).*got values in \[0, 3\]"),
+    (X, np.array([0, 1, -1, 2, 0, 1]), r"got values in \[-1, 2\]"),
+]
+
+
+@pytest.mark.parametrize(
+    "entry, x, y, match",
+    [(e, *c) for e in ["value_and_grad_fn", "grad_fn", "loss", "jax.grad(loss)"] for c in SHAPE_ERRORS]
+    + [(e, *c) for e in ["value_and_grad_fn", "grad_fn", "loss"] for c in VALUE_ERRORS],
+)
+def test_bad_x_or_y(entry, x, y, match):
+    with pytest.raises(ValueError, match=match):
+        _entry_points()[entry](PARAMS, x, y)
+
+
+def test_bad_labels_for_sigmoid_and_mse_heads():
+    bce = jaxbp.mlp([4, 2], head="sigmoid_bce")
+    p = bce.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"targets in \[0, 1\].*got values in \[2.0, 2.0\]"):
+        jaxbp.grad_fn(bce)(p, X, np.full((6, 2), 2.0))
+    with pytest.raises(ValueError, match=r"sigmoid_bce' expects.*B=6, m=2.*got shape \(6,\)"):
+        jaxbp.grad_fn(bce)(p, X, np.zeros(6))
+    mse = jaxbp.mlp([4, 2], head="identity_mse")
+    with pytest.raises(ValueError, match=r"identity_mse' expects real targets.*got shape \(6, 3\)"):
+        jaxbp.grad_fn(mse)(mse.init(jax.random.key(0)), X, np.zeros((6, 3)))
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (PARAMS[:1], r"params: expected a list of 2 per-layer dicts, got list of length 1"),
+        ({"W": 1}, r"params: expected a list of 2 per-layer dicts, got dict"),
+        ([PARAMS[0], {"W": jnp.zeros((5, 4)), "b": jnp.zeros(3)}], r"params\[1\] \(layer 2\): expected shapes \{'W': \(5, 3\)"),
+        ([PARAMS[0], {"W": jnp.zeros((5, 3))}], r"params\[1\].*got \{'W': \(5, 3\)\}"),
+    ],
+)
+def test_params_that_do_not_match_the_network(params, match):
+    for call in (lambda: jaxbp.grad_fn(NET)(params, X, Y), lambda: jaxbp.jacobian(NET, params, X),
+                 lambda: NET.apply(params, X), lambda: jaxbp.ravel(NET, params)):
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
+def test_theta_of_the_wrong_length():
+    with pytest.raises(ValueError, match=r"theta: expected a vector of shape \(43,\).*got shape \(42,\)"):
+        jaxbp.unravel(NET, jnp.zeros(42))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"sizes": []}, r"sizes: expected at least \[n_0, n_1\], got \[\]"),
+        ({"sizes": [4]}, r"sizes: expected at least"),
+        ({"sizes": [4, 0, 3]}, r"sizes: every width must be a positive int, got \[4, 0, 3\]"),
+        ({"sizes": [4, -2]}, r"positive int"),
+        ({"sizes": [4, 2.5]}, r"positive int"),
+        ({"sizes": [4, 3], "activation": "swish"}, r"activation: unknown activation 'swish'"),
+        ({"sizes": [4, 3], "head": "softmax"}, r"head: unknown head 'softmax'; expected one of"),
+        ({"sizes": [4, 3], "scan": 1}, r"scan: expected None or an int >= 2, got 1"),
+    ],
+)
+def test_bad_network_descriptions(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        jaxbp.mlp(**kwargs)
+
+
+def test_network_checks_its_layers():
+    with pytest.raises(ValueError, match="layers: expected at least one layer"):
+        jaxbp.Network((), (), "softmax_ce")
+    with pytest.raises(ValueError, match=r"layer 1 outputs shape \(5,\) but layer 2 expects \(4,\)"):
+        jaxbp.Network((jaxbp.Dense(3, 5), jaxbp.Dense(4, 2)), ("relu",), "softmax_ce")
+    with pytest.raises(ValueError, match="activations: expected 1 hidden activations"):
+        jaxbp.Network((jaxbp.Dense(3, 5), jaxbp.Dense(5, 2)), (), "softmax_ce")
+    with pytest.raises(TypeError, match="net: expected a jaxbp.Network, got str"):
+        jaxbp.grad_fn("lenet")
+
+
+def test_layer_jacobian_arguments():
+    with pytest.raises(ValueError, match=r"a: expected a vector of shape \(n_in,\), got shape \(2, 2\)"):
+        jaxbp.layer_jacobian(jnp.ones((2, 2)), 3)
+    with pytest.raises(ValueError, match="n_out: expected a positive int, got 0"):
+        jaxbp.layer_jacobian(jnp.ones(2), 0)
