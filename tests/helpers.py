@@ -48,4 +48,4 @@ def assert_rel_close(actual, expected, dtype, what: str = "") -> None:
 def jacrev_theta(net: jaxbp.Network, params, x):
     """The oracle J_theta z^[L]: jax.jacrev of net.apply through unravel, in theta order."""
     theta = jaxbp.ravel(net, params)
-    return jax.jacrev(lambda th: net.apply(jaxbp.unravel(net, th), x))(theta)
+    return jax.jit(jax.jacrev(lambda th: net.apply(jaxbp.unravel(net, th), x)))(theta)
