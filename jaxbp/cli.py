@@ -1,0 +1,139 @@
+"""The `jaxbp` command: load a config, apply overrides, dispatch. Nothing else lives here.
+
+    jaxbp train [CONFIG] [--set KEY.PATH=VALUE ...] [--out DIR] [--resume RUN_DIR]
+    jaxbp check CONFIG [--set ...] [--batch N]
+
+CONFIG is a YAML path or a packaged config's name (iris_one_layer, mnist_lenet_300_100, ...).
+Exit codes: 0 success, 1 divergence or a failed check, 2 a user error (bad config, missing data),
+130 interrupted (a checkpoint was saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbp import config as _config
+from jaxbp import data as _data
+from jaxbp import train as _train
+from jaxbp.jacobian import grad_fn, jacobian
+from jaxbp.params import offsets, ravel, unravel
+
+DEFAULT_CONFIG = "iris_one_layer"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (_config.ConfigError, _data.DataError) as e:
+        print(f"jaxbp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except _train.Diverged as e:
+        print(f"jaxbp {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\njaxbp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxbp", description="Train and check jaxbp networks from YAML configs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a config; writes a run directory")
+    train.add_argument("config", nargs="?", help=f"YAML path or packaged name (default: {DEFAULT_CONFIG}; "
+                       "with --resume: the run's saved config)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    train.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<timestamp>)")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.set_defaults(run=_cmd_train)
+    check = sub.add_parser("check", help="compare jaxbp's gradient and Jacobian with jax.grad/jax.jacrev")
+    check.add_argument("config")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    check.add_argument("--batch", type=int, default=4, help="examples for the Jacobian check (default 4)")
+    check.set_defaults(run=_cmd_check)
+    return parser
+
+
+def _cmd_train(args) -> int:
+    if args.resume:
+        if not (args.resume / "config.yaml").is_file():
+            raise _config.ConfigError(f"--resume {args.resume}: not a run directory (no config.yaml)")
+        cfg = _config.load(args.config or args.resume / "config.yaml", args.overrides)
+        workdir = args.resume
+    else:
+        cfg = _config.load(args.config or DEFAULT_CONFIG, args.overrides)
+        workdir = args.out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"jaxbp train: {cfg.name} -> {workdir}")
+    try:
+        summary = _train.train_and_evaluate(cfg, workdir, resume=args.resume is not None)
+    except KeyboardInterrupt:
+        print(f"\ncheckpoint saved; continue with: jaxbp train --resume {workdir}", file=sys.stderr)
+        raise
+    _print_summary(summary, workdir)
+    return 0
+
+
+def _print_summary(s: dict, workdir: Path) -> None:
+    acc = "n/a" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.2f}%"
+    rows = [
+        ("model", f"{s['config']['model']['name']} ({s['n_params']} parameters)"),
+        ("data", s["config"]["data"]["name"]),
+        ("optimizer", f"{s['config']['optimizer']['name']}, lr {s['config']['optimizer']['learning_rate']}, "
+                      f"{s['config']['schedule']['name']} schedule"),
+        ("epochs / steps", f"{s['epochs']} / {s['steps']}"),
+        ("train loss", f"{s['train_loss']:.4f}" if s["train_loss"] is not None else "n/a"),
+        ("test loss", f"{s['test_loss']:.4f}"),
+        ("test accuracy", acc),
+        ("wall time", f"{s['wall_time_s']:.1f} s"),
+        ("throughput", f"{s['examples_per_s']:.0f} examples/s" if s["examples_per_s"] else "n/a"),
+        ("device", s["device"]),
+        ("run directory", str(workdir)),
+    ]
+    print("\n".join(f"  {k:<15} {v}" for k, v in rows))
+
+
+def _cmd_check(args) -> int:
+    cfg = _config.load(args.config, args.overrides)
+    net = _config.build_model(cfg.model)
+    ds = _data.load(cfg.data, net.in_shape, cfg.seed)
+    params = net.init(jax.random.key(cfg.seed))
+    x, y = next(_data.batches(ds.x_train, ds.y_train, min(cfg.train.batch_size, len(ds.x_train)), cfg.seed, 0))
+    ours, oracle = grad_fn(net)(params, x, y), jax.grad(net.loss)(params, x, y)
+    xj = jnp.asarray(x[: args.batch])
+    theta = ravel(net, params)
+    J = jacobian(net, params, xj)
+    J_ref = jax.jacrev(lambda t: net.apply(unravel(net, t), xj))(theta)
+    dtype = np.asarray(theta).dtype
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    print(f"jaxbp check: {cfg.name}, {net.n_params} parameters, {dtype}, gradient on a batch of {len(x)}, "
+          f"Jacobian on {len(xj)} examples")
+    print(f"  {'layer':<6}{'param':<6}{'grad max abs':>14}{'grad max rel':>14}{'J max abs':>12}{'J max rel':>12}")
+    worst = 0.0
+    for l, (layer, off) in enumerate(zip(net.layers, offsets(net)), start=1):
+        J_l, J_ref_l = (j[..., off : off + layer.size] for j in (J, J_ref))
+        j_abs, j_rel = _errors(J_l, J_ref_l)
+        for name in ours[l - 1]:
+            g_abs, g_rel = _errors(ours[l - 1][name], oracle[l - 1][name])
+            worst = max(worst, g_rel, j_rel)
+            print(f"  {l:<6}{name:<6}{g_abs:>14.2e}{g_rel:>14.2e}{j_abs:>12.2e}{j_rel:>12.2e}")
+    ok = worst <= tol
+    print(f"  max relative error {worst:.2e} ({'ok' if ok else 'FAILED'}: tolerance {tol:.0e})")
+    return 0 if ok else 1
+
+
+def _errors(a, ref) -> tuple[float, float]:
+    """max |a - ref| and that divided by max |ref| (relative to the scale of the reference)."""
+    err = float(jnp.max(jnp.abs(a - ref)))
+    return err, err / max(float(jnp.max(jnp.abs(ref))), np.finfo(np.float32).tiny)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Training (Fig. 1: data -> forward -> loss -> gradient -> SGD update), one config per run.
+
+`train_and_evaluate(cfg, workdir)` is the whole run. The step is the optax idiom unchanged
+(`optimizer.update`, then `optax.apply_updates`, in one jitted function); only the source of the
+gradient is jaxbp's Algorithm 1 (`jaxbp.value_and_grad_fn`), and `train.grad: jax` swaps in
+`jax.value_and_grad(net.loss)` as a benchmark mode of the same code.
+
+The run directory holds `config.yaml` (resolved), `metrics.jsonl`, `checkpoint.npz` (written to a
+temporary file, then renamed, so a crash never leaves a torn checkpoint), `summary.json` and the
+plots `loss.png`, `accuracy.png`. Resuming restores params, optimizer state and step; since an
+epoch's batch order depends only on (seed, epoch), the resumed run ends where an uninterrupted one
+would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import yaml
+from tqdm import tqdm
+
+from jaxbp import data as _data
+from jaxbp.config import Config, ConfigError, OptimizerConfig, ScheduleConfig, build_model
+from jaxbp.jacobian import value_and_grad_fn
+from jaxbp.network import Network, Params
+
+Array = jax.Array
+CHECKPOINT = "checkpoint.npz"
+
+
+class Diverged(RuntimeError):
+    """The loss or the gradient stopped being finite; the last good checkpoint is kept."""
+
+
+class TrainState(NamedTuple):
+    params: Params
+    opt_state: optax.OptState
+    step: int
+
+
+def make_schedule(cfg: ScheduleConfig, learning_rate: float, steps_per_epoch: int, epochs: int) -> optax.Schedule:
+    """The learning rate per step: an optional linear warmup, then constant/cosine/exponential/step."""
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    rest = max(epochs * steps_per_epoch - warmup, 1)
+    if cfg.name == "constant":
+        main = optax.constant_schedule(learning_rate)
+    elif cfg.name == "cosine":
+        main = optax.cosine_decay_schedule(learning_rate, rest, alpha=cfg.alpha)
+    else:  # exponential decays smoothly, step in stairs: lr * decay_rate ** (epoch / decay_every)
+        main = optax.exponential_decay(
+            learning_rate, max(round(cfg.decay_every * steps_per_epoch), 1), cfg.decay_rate,
+            staircase=cfg.name == "step",
+        )
+    if not warmup:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup), main], [warmup])
+
+
+def make_optimizer(cfg: OptimizerConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """optax by name; weight decay adds weight_decay * theta to the gradient first (L2)."""
+    momentum = None if cfg.name in ("sgd", "adam") else cfg.momentum
+    opt = optax.adam(schedule) if cfg.name == "adam" else optax.sgd(schedule, momentum, cfg.name == "nesterov")
+    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), opt) if cfg.weight_decay else opt
+
+
+def gradient(net: Network, grad: str) -> Callable:
+    """`(params, x, y) -> (loss, grads)`: Algorithm 1 ("jaxbp") or JAX's reverse mode ("jax")."""
+    return value_and_grad_fn(net) if grad == "jaxbp" else jax.value_and_grad(net.loss)
+
+
+def make_train_step(net: Network, optimizer: optax.GradientTransformation, grad: str = "jaxbp"):
+    """A jitted `(params, opt_state, x, y) -> (params, opt_state, loss, finite)`.
+
+    x: (B, *in_shape), y: (B,); `finite` is False when the loss or any gradient entry is NaN/inf.
+    """
+    value_and_grad = gradient(net, grad)
+
+    @jax.jit
+    def train_step(params, opt_state, x, y):
+        loss, grads = value_and_grad(params, x, y)
+        finite = jax.tree.reduce(
+            jnp.logical_and, jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads), jnp.isfinite(loss)
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, finite
+
+    return train_step
+
+
+def make_grad_check(net: Network):
+    """A jitted `(params, x, y) -> max |grad_jaxbp - grad_jax|` over all parameters."""
+    ours, oracle = gradient(net, "jaxbp"), gradient(net, "jax")
+
+    @jax.jit
+    def grad_check(params, x, y):
+        diffs = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), ours(params, x, y)[1], oracle(params, x, y)[1])
+        return jax.tree.reduce(jnp.maximum, diffs)
+
+    return grad_check
+
+
+def make_evaluate(net: Network, chunk: int = 1000):
+    """`(params, x, y) -> (mean loss, accuracy or None)` over a whole split, in chunks."""
+    head = net.head_fn
+
+    @jax.jit
+    def sums(params, x, y):
+        z = net.apply(params, x)
+        loss = jnp.sum(head.loss(z, head.target(y, net.m, z.dtype)))
+        if head.labels == "classes":
+            correct = jnp.argmax(z, -1) == y
+        else:  # a {0,1} target is predicted by z > 0, i.e. sigmoid(z) > 1/2
+            correct = jnp.all((z > 0) == (y.reshape(z.shape) > 0), -1)
+        return loss, jnp.sum(correct)
+
+    def evaluate(params, x, y) -> tuple[float, float | None]:
+        totals = np.sum([sums(params, x[i : i + chunk], y[i : i + chunk]) for i in range(0, len(x), chunk)], 0)
+        return float(totals[0]) / len(x), None if head.labels == "real" else float(totals[1]) / len(x)
+
+    return evaluate
+
+
+def save_checkpoint(path: Path, state: TrainState) -> None:
+    """Write params, optimizer state and step to `path` atomically (temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, *jax.tree.leaves((state.params, state.opt_state)), step=state.step)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, template: TrainState) -> TrainState:
+    """Read a checkpoint into the structure of `template` (a fresh state of the same config)."""
+    leaves, treedef = jax.tree.flatten((template.params, template.opt_state))
+    with np.load(path) as f:
+        saved = [f[f"arr_{i}"] for i in range(len(f.files) - 1)]
+        step = int(f["step"])
+    if [(a.shape, a.dtype) for a in saved] != [(np.shape(a), np.asarray(a).dtype) for a in leaves]:
+        raise ConfigError(f"checkpoint {path} does not match the config's model and optimizer")
+    params, opt_state = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved])
+    return TrainState(params, opt_state, step)
+
+
+def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Run `cfg`, writing everything to `workdir`; returns the summary (also `summary.json`).
+
+    With resume=True, continues from `workdir/checkpoint.npz`. Raises `Diverged` when the loss or
+    gradient is not finite, and saves a checkpoint before re-raising KeyboardInterrupt.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    net = build_model(cfg.model)
+    ds = _data.load(cfg.data, net.in_shape, cfg.seed)
+    tc = cfg.train
+    steps_per_epoch = len(ds.x_train) // tc.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"config key 'train.batch_size': got {tc.batch_size}, expected at most the {len(ds.x_train)} training examples"
+        )
+    schedule = make_schedule(cfg.schedule, cfg.optimizer.learning_rate, steps_per_epoch, tc.epochs)
+    optimizer = make_optimizer(cfg.optimizer, schedule)
+    params = net.init(jax.random.key(cfg.seed))
+    state = TrainState(params, optimizer.init(params), 0)
+    ckpt = workdir / CHECKPOINT
+    if resume:
+        if not ckpt.is_file():
+            raise ConfigError(f"--resume {workdir}: no {CHECKPOINT} there to resume from")
+        state = load_checkpoint(ckpt, state)
+    train_step = make_train_step(net, optimizer, tc.grad)
+    grad_check = make_grad_check(net) if tc.verify_every else None
+    evaluate = make_evaluate(net)
+    metrics = _Metrics(workdir / "metrics.jsonl", keep_until=state.step)
+
+    t_start, t_train, n_seen = time.perf_counter(), 0.0, 0
+    total_steps = tc.epochs * steps_per_epoch
+    epoch_losses: list[float] = []
+    try:
+        while state.step < total_steps:
+            epoch, start = divmod(state.step, steps_per_epoch)
+            bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step", disable=None)
+            epoch_losses, window, t_epoch = [], [], time.perf_counter()
+            for x, y in _data.batches(ds.x_train, ds.y_train, tc.batch_size, cfg.seed, epoch, start):
+                params, opt_state, loss, finite = train_step(state.params, state.opt_state, x, y)
+                if not finite:
+                    raise Diverged(
+                        f"diverged at step {state.step + 1} (epoch {epoch + 1}): loss {float(loss)}, "
+                        f"or a gradient entry, is not finite. Last good checkpoint: "
+                        f"{ckpt if ckpt.exists() else 'none written yet'}. Try a smaller optimizer.learning_rate."
+                    )
+                state = TrainState(params, opt_state, state.step + 1)
+                epoch_losses.append(float(loss))
+                window.append(float(loss))
+                n_seen += tc.batch_size
+                elapsed = time.perf_counter() - t_epoch
+                rate = (len(epoch_losses) * tc.batch_size) / max(elapsed, 1e-9)
+                bar.update()
+                bar.set_postfix(loss=f"{np.mean(window):.4f}", ex_s=f"{rate:.0f}", refresh=False)
+                record: dict[str, Any] = {}
+                if grad_check and state.step % tc.verify_every == 0:
+                    record["grad_check_error"] = float(grad_check(params, x, y))
+                if state.step % tc.log_every == 0 or record:
+                    metrics.write(step=state.step, epoch=state.step / steps_per_epoch, loss=float(np.mean(window)),
+                                  learning_rate=float(schedule(state.step - 1)), examples_per_s=rate, **record)
+                    window = []
+                if state.step % tc.checkpoint_every == 0:
+                    save_checkpoint(ckpt, state)
+            bar.close()
+            t_train += time.perf_counter() - t_epoch
+            if (epoch + 1) % tc.eval_every == 0 or state.step == total_steps:
+                test_loss, test_acc = evaluate(state.params, ds.x_test, ds.y_test)
+                metrics.write(step=state.step, epoch=epoch + 1, train_loss=float(np.mean(epoch_losses)),
+                              test_loss=test_loss, accuracy=test_acc)
+    except KeyboardInterrupt:
+        save_checkpoint(ckpt, state)
+        raise
+    finally:
+        metrics.close()
+    save_checkpoint(ckpt, state)
+    test_loss, test_acc = evaluate(state.params, ds.x_test, ds.y_test)
+    summary = {
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "train_loss": float(np.mean(epoch_losses)) if epoch_losses else None,
+        "epochs": tc.epochs,
+        "steps": state.step,
+        "wall_time_s": time.perf_counter() - t_start,
+        "examples_per_s": n_seen / t_train if t_train else None,
+        "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
+        "n_params": net.n_params,
+        "config": cfg.to_dict(),
+    }
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot(workdir)
+    return summary
+
+
+class _Metrics:
+    """Appends one JSON object per line to metrics.jsonl, after dropping lines past `keep_until`.
+
+    On resume, records logged after the checkpoint being resumed are replayed, so they are dropped.
+    """
+
+    def __init__(self, path: Path, keep_until: int):
+        kept = [l for l in path.read_text().splitlines() if json.loads(l)["step"] <= keep_until] if path.exists() else []
+        path.write_text("".join(l + "\n" for l in kept))
+        self.file = open(path, "a")
+
+    def write(self, **record: Any) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(l) for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def plot(workdir: str | Path) -> None:
+    """loss.png (running training loss, test loss) and accuracy.png (test accuracy) per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(workdir)
+    curves = {
+        "loss.png": [("training loss (running)", "loss"), ("test loss", "test_loss")],
+        "accuracy.png": [("test accuracy", "accuracy")],
+    }
+    for name, series in curves.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, key in series:
+            points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), label=label, marker="." if len(points) < 50 else None)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name.removesuffix(".png"))
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(Path(workdir) / name, dpi=100)
+        plt.close(fig)

@@ -1,0 +1,72 @@
+"""The `jaxbp` command: exit codes and messages; user errors never show a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxbp import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _jaxbp(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "jaxbp.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+def test_train_without_a_config_runs_the_iris_default_into_runs(tmp_path):
+    result = _jaxbp("train", "--set", "train.epochs=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("iris_one_layer-")
+    assert "test accuracy" in result.stdout and json.loads((run / "summary.json").read_text())["epochs"] == 2
+
+
+def test_a_config_error_exits_2_with_one_line_and_no_traceback(tmp_path):
+    result = _jaxbp("train", "--set", "optimizer.name=adamw", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "'optimizer.name': got 'adamw', expected one of: sgd, momentum, nesterov, adam" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "no_such_config"], "no such file"),
+        (["train", "smoke", "--set", "data.data_dir=/nonexistent"], "tfds build mnist"),
+        (["train", "--resume", "/nonexistent"], "not a run directory"),
+        (["check", "iris_one_layer", "--set", "train.batch_size=0"], "'train.batch_size'"),
+    ],
+)
+def test_user_errors_exit_2_with_a_message(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jaxbp {argv[0]}: error:") and message in err
+
+
+def test_divergence_exits_1_and_names_the_step(tmp_path, capsys):
+    argv = ["train", "--out", str(tmp_path), "--set", "model={name: multiple_linear_regression, args: {n: 4}}",
+            "--set", "optimizer.learning_rate=1e6"]
+    assert cli.main(argv) == 1
+    assert "diverged at step" in capsys.readouterr().err
+
+
+def test_resume_continues_a_finished_run_for_more_epochs(tmp_path, capsys):
+    assert cli.main(["train", "iris_two_layer", "--out", str(tmp_path), "--set", "train.epochs=2"]) == 0
+    assert cli.main(["train", "--resume", str(tmp_path), "--set", "train.epochs=3"]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 21
+
+
+def test_check_prints_a_per_layer_table_of_small_errors(capsys, tfds_dir):
+    assert cli.main(["check", "smoke", "--set", f"data.data_dir={tfds_dir}", "--set", "model.args.sizes=[784, 16, 12, 10]"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"], ["3"])]
+    assert [r[:2] for r in rows] == [["1", "W"], ["1", "b"], ["2", "W"], ["2", "b"], ["3", "W"], ["3", "b"]]
+    assert max(float(v) for r in rows for v in (r[3], r[5])) < 1e-4
+    assert "ok" in out

@@ -1,0 +1,140 @@
+"""Training: the loss goes down, runs resume exactly, checkpoints survive crashes, divergence stops."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from jaxbp import config, train
+from jaxbp.train import TrainState
+
+
+def _cfg(name="iris_two_layer", *overrides):
+    return config.load(name, ["train.log_every=1", *overrides])
+
+
+def test_a_short_iris_run_lowers_the_loss_and_writes_the_run_directory(tmp_path):
+    summary = train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=20", "train.verify_every=10"), tmp_path)
+    records = train.read_metrics(tmp_path)
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < 0.5 * losses[0]
+    assert summary["test_accuracy"] > 0.8 and summary["steps"] == 20 * 7
+    for key in ("test_accuracy", "test_loss", "train_loss", "epochs", "steps", "wall_time_s", "examples_per_s", "device", "config"):
+        assert key in summary
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 140
+    checks = [r["grad_check_error"] for r in records if "grad_check_error" in r]
+    assert len(checks) == 14 and max(checks) < 1e-5
+    assert config.from_dict(__import__("yaml").safe_load((tmp_path / "config.yaml").read_text())).train.epochs == 20
+    for name in ("loss.png", "accuracy.png", "checkpoint.npz"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_the_smoke_config_trains_on_real_mnist(tmp_path, tfds_dir):
+    summary = train.train_and_evaluate(config.load("smoke", [f"data.data_dir={tfds_dir}"]), tmp_path)
+    losses = [r["loss"] for r in train.read_metrics(tmp_path) if "loss" in r]
+    assert losses[-1] < losses[0] and summary["test_accuracy"] > 0.5
+
+
+def test_jaxbp_and_jax_gradients_train_to_the_same_parameters(tmp_path):
+    runs = [train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=3", f"train.grad={g}"), tmp_path / g) for g in ("jaxbp", "jax")]
+    assert runs[0]["test_loss"] == pytest.approx(runs[1]["test_loss"], rel=1e-5)
+
+
+def test_the_train_step_compiles_once():
+    cfg = _cfg()
+    net = config.build_model(cfg.model)
+    opt = train.make_optimizer(cfg.optimizer, optax.constant_schedule(0.1))
+    step = train.make_train_step(net, opt)
+    params = net.init(jax.random.key(0))
+    state = opt.init(params)
+    x, y = np.ones((4, 4), np.float32), np.array([0, 1, 2, 0], np.int32)
+    for _ in range(3):
+        params, state, loss, finite = step(params, state, x, y)
+    assert step._cache_size() == 1 and bool(finite)
+
+
+@pytest.mark.parametrize("name", ["constant", "cosine", "exponential", "step"])
+def test_schedules_follow_their_formulas_after_warmup(name):
+    s = config.ScheduleConfig(name=name, warmup_epochs=1, decay_rate=0.5, decay_every=2, alpha=0.1)
+    lr = train.make_schedule(s, 0.2, steps_per_epoch=10, epochs=11)
+    np.testing.assert_allclose([lr(0), lr(5)], [0.0, 0.1], rtol=1e-6)  # linear warmup over 10 steps
+    t = np.array([0, 15, 30, 100])  # steps after warmup
+    expected = {
+        "constant": 0.2 * np.ones(4),
+        "cosine": 0.2 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * t / 100))),
+        "exponential": 0.2 * 0.5 ** (t / 20),
+        "step": 0.2 * 0.5 ** (t // 20),
+    }[name]
+    np.testing.assert_allclose([lr(10 + i) for i in t], expected, rtol=1e-5)
+
+
+def test_resume_after_ctrl_c_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    overrides = ("train.epochs=3", "optimizer.name=momentum", "schedule.name=cosine", "train.checkpoint_every=1000")
+    whole = train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "whole")
+    make_step = train.make_train_step
+
+    def interrupted_step(*args):
+        step = make_step(*args)
+        calls = iter(range(1000))
+
+        def wrapped(*a):
+            if next(calls) == 10:  # mid-way through epoch 2 (7 steps per epoch)
+                raise KeyboardInterrupt
+            return step(*a)
+
+        return wrapped
+
+    monkeypatch.setattr(train, "make_train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut")
+    monkeypatch.setattr(train, "make_train_step", make_step)
+    template = _state(_cfg("iris_two_layer", *overrides))
+    assert train.load_checkpoint(tmp_path / "cut" / train.CHECKPOINT, template).step == 10
+    resumed = train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut", resume=True)
+    assert resumed["steps"] == whole["steps"] == 21
+    a, b = (train.load_checkpoint(tmp_path / d / train.CHECKPOINT, template) for d in ("whole", "cut"))
+    for u, v in zip(jax.tree.leaves(a[:2]), jax.tree.leaves(b[:2]), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)
+    steps = [r["step"] for r in train.read_metrics(tmp_path / "cut") if "loss" in r]
+    assert steps == list(range(1, 22))  # no step logged twice
+
+
+def _state(cfg) -> TrainState:
+    net = config.build_model(cfg.model)
+    opt = train.make_optimizer(cfg.optimizer, optax.constant_schedule(0.1))
+    params = net.init(jax.random.key(cfg.seed))
+    return TrainState(params, opt.init(params), 0)
+
+
+def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_readable(tmp_path, monkeypatch):
+    path = tmp_path / train.CHECKPOINT
+    state = _state(_cfg())
+    train.save_checkpoint(path, state._replace(step=5))
+
+    def crash(f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        train.save_checkpoint(path, state._replace(step=6))
+    restored = train.load_checkpoint(path, state)
+    assert restored.step == 5
+    for u, v in zip(jax.tree.leaves(restored[:2]), jax.tree.leaves(state[:2]), strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    # least squares on the class ids with a huge step: |theta| grows geometrically to inf
+    cfg = _cfg("iris_one_layer", "model.name=multiple_linear_regression", "model.args={n: 4}",
+               "optimizer.learning_rate=1e6", "train.checkpoint_every=1")
+    with pytest.raises(train.Diverged, match=r"diverged at step (\d+) .*Last good checkpoint") as e:
+        train.train_and_evaluate(cfg, tmp_path)
+    step = int(e.value.args[0].split("step ")[1].split()[0])
+    good = train.load_checkpoint(tmp_path / train.CHECKPOINT, _state(cfg))
+    assert good.step == step - 1
+    assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(good.params))
