@@ -41,7 +41,7 @@ class ConvGeometry(NamedTuple):
     out_shape: tuple[int, int, int]  # (H_o, W_o, C_out)
 
 
-def _pair(value, name: str) -> Pair:
+def as_pair(value, name: str) -> Pair:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return (int(value), int(value))
     if (
@@ -86,7 +86,7 @@ def conv_geometry(
             f"channel mismatch: the kernel of shape {kernel_shape} (HWIO) expects C_in = "
             f"{kernel[2]} input channels, but input_shape {input_shape} has {hwc[2]}"
         )
-    s = _pair(stride, "stride")
+    s = as_pair(stride, "stride")
     if min(s) < 1:
         raise ValueError(f"stride: expected every stride >= 1, got {stride!r}")
     if isinstance(padding, str):
@@ -100,7 +100,7 @@ def conv_geometry(
         )
     else:
         try:
-            pads = (_pair(padding[0], "padding"), _pair(padding[1], "padding"))
+            pads = (as_pair(padding[0], "padding"), as_pair(padding[1], "padding"))
             if len(padding) != 2 or min(min(p) for p in pads) < 0:
                 raise ValueError
         except (ValueError, TypeError, IndexError):
