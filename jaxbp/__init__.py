@@ -8,23 +8,32 @@ grad_theta l = (J_theta z^[L])^T grad_{z^[L]} l (Eq. 1, Algorithm 1).
 from jaxbp import activations, heads, models
 from jaxbp.activations import softmax_jacobian
 from jaxbp.jacobian import grad_fn, jacobian, value_and_grad_fn
-from jaxbp.layers import Dense, layer_jacobian
+from jaxbp.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, layer_jacobian
 from jaxbp.network import Network, Stacked, mlp
 from jaxbp.params import ravel, unravel
+from jaxbp.toeplitz import conv_to_dense, patches, plot_toeplitz, toeplitz
 
 __all__ = [
+    "AvgPool2D",
+    "Conv2D",
     "Dense",
+    "Flatten",
+    "MaxPool2D",
     "Network",
     "Stacked",
     "activations",
+    "conv_to_dense",
     "grad_fn",
     "heads",
     "jacobian",
     "layer_jacobian",
     "mlp",
     "models",
+    "patches",
+    "plot_toeplitz",
     "ravel",
     "softmax_jacobian",
+    "toeplitz",
     "unravel",
     "value_and_grad_fn",
 ]

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxbp.toeplitz import ConvGeometry, Padding, as_pair, conv_geometry
 
 Array = jax.Array
 Params = dict[str, Array]
@@ -96,3 +99,265 @@ def layer_jacobian(a: Array, n_out: int) -> Array:
         raise ValueError(f"n_out: expected a positive int, got {n_out!r}")
     eye = jnp.eye(n_out, dtype=a.dtype)
     return jnp.concatenate([jnp.kron(eye, a[None, :]), eye], axis=1)
+
+
+# -- convolution and the layers around it (Section 3.5) -------------------------------------
+
+_DN = ("NHWC", "HWIO", "NHWC")  # tfds's image layout, Flax/lax's kernel layout
+
+
+def _empty() -> Array:
+    # weakly typed, so that concatenating a parameter-free block into theta keeps theta's dtype
+    return jnp.asarray(0.0)[None][:0]
+
+
+@dataclass(frozen=True)
+class Conv2D:
+    """z = conv(a, K) + b per sample: the dense layer W^T a + b of Prop. 3 with W = T(K)^T.
+
+    in_shape: (H, W, C_in); K: (kh, kw, C_in, C_out) (HWIO), b: (C_out,); conv is
+    cross-correlation (no kernel flip, as `lax.conv_general_dilated`); out_shape: (H_o, W_o,
+    C_out). `stride` (int or pair) and `padding` ("VALID", "SAME" or ((top, bottom), (left,
+    right))) are stored resolved (pairs, explicit pads). Flattened in HWC row-major order,
+    apply is T(K) vec(a) + Vec(B) (`jaxbp.toeplitz`).
+
+    theta_l = [vec(K_1); ...; vec(K_r); b]: the paper's [vec(W); b] extended to kernels, filter
+    by filter (filter i plays the role of column i of a Dense W), each filter K_i: (kh, kw,
+    C_in) flattened row-major like the inputs (Vec(K_i^T) for one channel), then the r biases.
+
+    The three linear maps of the chain are lax convolutions computing exactly
+    T(K) vec(a) (`apply`), T(K)^T vec(delta) (`vjp_input`: the transposed convolution, delta
+    dilated by the stride against the flipped kernel) and im2col(a)^T delta (`vjp_params`: a
+    convolution of a with delta as the kernel, dilated by the stride).
+
+    >>> layer = Conv2D((28, 28, 1), 6, (5, 5), padding="SAME")
+    >>> layer.out_shape, layer.size  # 5*5*1*6 + 6
+    ((28, 28, 6), 156)
+    """
+
+    in_shape: tuple[int, int, int]
+    out_channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: Padding = "VALID"
+
+    def __post_init__(self):
+        if len(tuple(self.in_shape)) != 3:
+            raise ValueError(f"in_shape: expected (H, W, C_in), got {self.in_shape!r}")
+        if not isinstance(self.out_channels, int) or self.out_channels < 1:
+            raise ValueError(f"out_channels: expected a positive int, got {self.out_channels!r}")
+        kh, kw = as_pair(self.kernel_size, "kernel_size")
+        g = conv_geometry((kh, kw, self.in_shape[2], self.out_channels), self.in_shape, self.stride, self.padding)
+        for name, value in (("in_shape", g.in_shape), ("kernel_size", (kh, kw)), ("stride", g.stride),
+                            ("padding", g.pads)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        return conv_geometry(self.param_shapes["K"], self.in_shape, self.stride, self.padding)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.geometry.out_shape
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"K": (*self.kernel_size, self.in_shape[2], self.out_channels), "b": (self.out_channels,)}
+
+    @property
+    def size(self) -> int:
+        """P_l = kh kw C_in C_out + C_out (the tied Toeplitz entries count once)."""
+        return int(np.prod(self.param_shapes["K"])) + self.out_channels
+
+    def init(self, key: Array, dtype=jnp.float32) -> Params:
+        """LeCun-normal K with fan-in kh kw C_in (Flax's Conv default), zero b."""
+        K = jax.nn.initializers.lecun_normal()(key, self.param_shapes["K"], dtype)
+        return {"K": K, "b": jnp.zeros((self.out_channels,), dtype)}
+
+    def apply(self, p: Params, a: Array) -> Array:
+        """a: (B, H, W, C_in) -> z: (B, H_o, W_o, C_out), T(K) vec(a_b) + Vec(B) for each sample."""
+        z = jax.lax.conv_general_dilated(a, p["K"], self.stride, self.padding, dimension_numbers=_DN)
+        return z + jnp.broadcast_to(p["b"], z.shape)
+
+    def vjp_input(self, p: Params, a: Array, delta: Array) -> Array:
+        """delta: (B, H_o, W_o, C_out) -> T(K)^T delta: (B, H, W, C_in)."""
+        del a
+        g = self.geometry
+        # output pixel o took input rows s o + i - top; transposed, input row n gathers delta
+        # (dilated by s) over the flipped kernel, padded so that exactly H rows come out
+        pads = [
+            (k - 1 - lo, n + lo - (o - 1) * s - 1)
+            for n, k, s, (lo, _), o in zip(g.in_shape[:2], g.kernel[:2], g.stride, g.pads, g.out_shape[:2])
+        ]
+        return jax.lax.conv_general_dilated(
+            delta, jnp.flip(p["K"], (0, 1)), (1, 1), pads, lhs_dilation=g.stride,
+            dimension_numbers=("NHWC", "HWOI", "NHWC"),
+        )
+
+    def vjp_params(self, p: Params, a: Array, delta: Array) -> Params:
+        """a: (B, H, W, C_in), delta: (B, H_o, W_o, C_out) -> {"K": sum_b im2col(a_b)^T delta_b, "b": (C_out,)}.
+
+        The kernel gradient dK[i, j, c, r] = sum_{b, o} a_pad[b, s o + (i, j), c] delta[b, o, r] is a
+        convolution of a (batch as the feature axis) with delta as the kernel, dilated by the stride.
+        """
+        g = self.geometry
+        # the bottom/right padding keeps exactly kh (kw) outputs: rows past the last window drop
+        pads = [
+            (lo, k + (o - 1) * s - n - lo)
+            for n, k, s, (lo, _), o in zip(g.in_shape[:2], g.kernel[:2], g.stride, g.pads, g.out_shape[:2])
+        ]
+        dK = jax.lax.conv_general_dilated(
+            a, delta, (1, 1), pads, rhs_dilation=g.stride, dimension_numbers=("CHWN", "IHWO", "HWNC")
+        )
+        return {"K": dK, "b": jnp.sum(delta, axis=(0, 1, 2))}
+
+    def ravel(self, p: Params) -> Array:
+        """theta_l = [vec(K_1); ...; vec(K_r); b]: (P_l,), each filter K_i = K[..., i] flattened (kh, kw, C_in) row-major."""
+        return jnp.concatenate([jnp.moveaxis(p["K"], 3, 0).reshape(-1), p["b"]])
+
+    def unravel(self, theta_l: Array) -> Params:
+        """Inverse of `ravel`: (P_l,) -> {"K": (kh, kw, C_in, C_out), "b": (C_out,)}."""
+        kh, kw, cin, cout = self.param_shapes["K"]
+        nk = kh * kw * cin * cout
+        return {"K": jnp.moveaxis(theta_l[:nk].reshape(cout, kh, kw, cin), 0, 3), "b": theta_l[nk:]}
+
+
+class _ParameterFree:
+    """Shared by layers with no theta block: P_l = 0, params entry {}."""
+
+    param_shapes = property(lambda self: {})
+    size = property(lambda self: 0)
+
+    def init(self, key: Array, dtype=jnp.float32) -> Params:
+        del key, dtype
+        return {}
+
+    def vjp_params(self, p: Params, a: Array, delta: Array) -> Params:
+        del p, a, delta
+        return {}
+
+    def ravel(self, p: Params) -> Array:
+        del p
+        return _empty()
+
+    def unravel(self, theta_l: Array) -> Params:
+        del theta_l
+        return {}
+
+
+@dataclass(frozen=True)
+class Flatten(_ParameterFree):
+    """(B, H, W, C) -> (B, H W C), HWC row-major (the flattening of `toeplitz`); J = I."""
+
+    in_shape: tuple[int, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "in_shape", tuple(int(d) for d in self.in_shape))
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (int(np.prod(self.in_shape)),)
+
+    def apply(self, p: Params, a: Array) -> Array:
+        """a: (B, *in_shape) -> (B, prod(in_shape))."""
+        del p
+        return a.reshape(a.shape[0], -1)
+
+    def vjp_input(self, p: Params, a: Array, delta: Array) -> Array:
+        """delta: (B, prod(in_shape)) -> (B, *in_shape)."""
+        del p, a
+        return delta.reshape(delta.shape[0], *self.in_shape)
+
+
+@dataclass(frozen=True)
+class _Pool2D(_ParameterFree):
+    """Pooling over (ph, pw) windows moved by `stride` (default: the window), VALID, per channel.
+
+    in_shape: (H, W, C) -> out_shape: (H_o, W_o, C). Both poolings are z_b = S(a_b) a_b with a
+    selection/averaging matrix S of one nonzero pattern per window; delta^T J_a z scatters each
+    output's delta back onto its window with the same weights.
+    """
+
+    in_shape: tuple[int, int, int]
+    window: tuple[int, int]
+    stride: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if len(tuple(self.in_shape)) != 3:
+            raise ValueError(f"in_shape: expected (H, W, C), got {self.in_shape!r}")
+        ph, pw = as_pair(self.window, "window")
+        stride = (ph, pw) if self.stride is None else self.stride
+        g = conv_geometry((ph, pw, self.in_shape[2], self.in_shape[2]), self.in_shape, stride, "VALID")
+        for name, value in (("in_shape", g.in_shape), ("window", (ph, pw)), ("stride", g.stride)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        c = self.in_shape[2]
+        return conv_geometry((*self.window, c, c), self.in_shape, self.stride, "VALID")
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.geometry.out_shape
+
+    def windows(self, a: Array) -> Array:
+        """a: (B, H, W, C) -> (B, H_o, W_o, C, ph pw): each output's window, row-major."""
+        (ho, wo, _), (sh, sw) = self.out_shape, self.stride
+        ph, pw = self.window
+        return jnp.stack(
+            [a[:, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw]
+             for i in range(ph) for j in range(pw)],
+            axis=-1,
+        )
+
+    def scatter(self, d: Array) -> Array:
+        """Transpose of `windows`: (B, H_o, W_o, C, ph pw) -> (B, H, W, C), overlaps summed."""
+        (h, w, _), (ho, wo, _), (sh, sw) = self.in_shape, self.out_shape, self.stride
+        ph, pw = self.window
+        zero = jnp.zeros((), d.dtype)
+        return sum(
+            jax.lax.pad(d[..., i * pw + j], zero, [(0, 0, 0), (i, h - i - (ho - 1) * sh - 1, sh - 1),
+                                                   (j, w - j - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)])
+            for i in range(ph) for j in range(pw)
+        )
+
+
+@dataclass(frozen=True)
+class AvgPool2D(_Pool2D):
+    """z = mean of each window: linear, with the constant Jacobian S (weights 1/(ph pw)).
+
+    >>> AvgPool2D((24, 24, 6), (2, 2)).out_shape
+    (12, 12, 6)
+    """
+
+    def apply(self, p: Params, a: Array) -> Array:
+        """a: (B, H, W, C) -> (B, H_o, W_o, C)."""
+        del p
+        return jnp.mean(self.windows(a), axis=-1)
+
+    def vjp_input(self, p: Params, a: Array, delta: Array) -> Array:
+        """delta: (B, H_o, W_o, C) -> S^T delta: (B, H, W, C)."""
+        del p, a
+        n = self.window[0] * self.window[1]
+        return self.scatter(jnp.broadcast_to((delta / n)[..., None], (*delta.shape, n)))
+
+
+@dataclass(frozen=True)
+class MaxPool2D(_Pool2D):
+    """z = max of each window; its Jacobian is the selection matrix of the argmax entries.
+
+    Ties go to the first maximum in row-major window order, as `jax.grad` of
+    `lax.reduce_window(..., lax.max, ...)` does.
+    """
+
+    def apply(self, p: Params, a: Array) -> Array:
+        """a: (B, H, W, C) -> (B, H_o, W_o, C)."""
+        del p
+        return jnp.max(self.windows(a), axis=-1)
+
+    def vjp_input(self, p: Params, a: Array, delta: Array) -> Array:
+        """delta: (B, H_o, W_o, C) -> S(a)^T delta: (B, H, W, C), delta routed to each window's argmax."""
+        del p
+        win = self.windows(a)
+        pick = jax.nn.one_hot(jnp.argmax(win, axis=-1), win.shape[-1], dtype=delta.dtype)
+        return self.scatter(pick * delta[..., None])
