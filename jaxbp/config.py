@@ -34,6 +34,7 @@ MODELS: dict[str, Callable[..., Network]] = {
     "one_layer_classifier": models.one_layer_classifier,
     "two_layer_classifier": models.two_layer_classifier,
     "lenet_300_100": models.lenet_300_100,
+    "lenet5": models.lenet5,
     "logistic_regression": models.logistic_regression,
     "multiple_linear_regression": models.multiple_linear_regression,
 }
