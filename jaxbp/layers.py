@@ -72,7 +72,8 @@ class Dense:
     def per_example_vjp_params(self, p: Params, a: Array, delta: Array) -> Params:
         """a: (B, n_in), delta: (B, n_out) -> {"W": a_b delta_b^T (B, n_in, n_out), "b": delta (B, n_out)}."""
         del p
-        return {"W": jnp.einsum("bi,bo->bio", a, delta), "b": delta}
+        # a broadcast product, not a K=1 matmul: XLA fuses it into the one write of the output
+        return {"W": a[:, :, None] * delta[:, None, :], "b": delta}
 
     def per_example_sq_norms(self, p: Params, a: Array, delta: Array) -> Array:
         """||delta_b^T [I (x) a_b^T, I]||^2 = (||a_b||^2 + 1) ||delta_b||^2: (B,), never forming a_b delta_b^T."""
@@ -93,7 +94,8 @@ class Dense:
         """Rows delta_{b,r}^T [I (x) a_b^T, I] in theta layout: delta: (B, R, n_out) -> (B, R, P_l)."""
         del p
         B, R, n_out = delta.shape
-        W = jnp.einsum("brj,bi->brji", delta, a).reshape(B, R, n_out * self.n_in)
+        # broadcast products (not a K=1 einsum) so XLA fuses them with the concatenation into J
+        W = (delta[:, :, :, None] * a[:, None, None, :]).reshape(B, R, n_out * self.n_in)
         return jnp.concatenate([W, delta], axis=2)
 
     def ntk(self, p: Params, a1: Array, d1: Array, a2: Array, d2: Array) -> Array:
