@@ -5,7 +5,9 @@ Each head takes z = z^[L] of shape (B, m) and a target y of shape (B, m) (alread
 
 - `loss(z, y)`: the per-example loss l(y, f^[L](z)), shape (B,), computed stably from z;
 - `grad_z(z, y)`: the closed form of grad_{z^[L]} l, shape (B, m) (Table 1);
-- `predict(z)`: y_hat = f^[L](z).
+- `predict(z)`: y_hat = f^[L](z);
+- `hessian_sqrt(z, y)`: a factor S of shape (B, R, m) with S_b^T S_b = the Hessian of l with
+  respect to z^[L] (what the generalised Gauss-Newton J^T H J needs, see `jaxbp.ggn_diagonal`).
 
 Table 1, corrected where the paper is loose (see docs/errata.md):
 
@@ -16,6 +18,17 @@ Table 1, corrected where the paper is loose (see docs/errata.md):
 | identity_mse  | ||y - y_hat||^2                      | -2 (y - y_hat)           |
 
 softmax+CE's gradient is y_hat - y only when 1^T y = 1 (one-hot or probability labels).
+
+The Hessians with respect to z (not in the paper) and their factors S (S^T S = H, R = m rows):
+
+| head          | H = d^2 l / dz^2                     | S                                  |
+|---------------|--------------------------------------|------------------------------------|
+| sigmoid_bce   | diag(s (1 - s)), s = sigma(z)        | diag(sqrt(s (1 - s)))              |
+| softmax_ce    | (1^T y)(diag(s) - s s^T), s = softmax(z) | sqrt(1^T y) (diag(sqrt s) - sqrt(s) s^T) |
+| identity_mse  | 2 I                                  | sqrt(2) I                          |
+
+The softmax factor uses 1^T s = 1; it needs 1^T y >= 0, which holds for any label rows of
+non-negative weights (class ids, one-hot, probabilities).
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ class Head(NamedTuple):
     loss: Callable[[Array, Array], Array]
     grad_z: Callable[[Array, Array], Array]
     labels: str  # "classes" (int ids or probability rows), "binary" ({0,1}), "real"
+    hessian_sqrt: Callable[[Array, Array], Array]
 
     def target(self, y: Array, m: int, dtype) -> Array:
         """Labels y: (B,) or (B, m) -> dense targets (B, m) of `dtype` (one-hot for class ids)."""
@@ -50,6 +64,23 @@ class Head(NamedTuple):
 def _softmax_ce_loss(z: Array, y: Array) -> Array:
     # -sum_i y_i log softmax(z)_i = (1^T y) logsumexp(z) - y^T z, finite for any finite z
     return jnp.sum(y, -1) * jax.nn.logsumexp(z, axis=-1) - jnp.sum(y * z, -1)
+
+
+def _eye(z: Array) -> Array:
+    m = z.shape[-1]
+    return jnp.broadcast_to(jnp.eye(m, dtype=z.dtype), (z.shape[0], m, m))
+
+
+def _softmax_ce_hessian_sqrt(z: Array, y: Array) -> Array:
+    s = jax.nn.softmax(z, axis=-1)
+    rows = jnp.sqrt(s)[:, :, None] * (_eye(z) - s[:, None, :])  # row r: sqrt(s_r) (e_r - s)^T
+    return jnp.sqrt(jnp.sum(y, -1))[:, None, None] * rows
+
+
+def _sigmoid_bce_hessian_sqrt(z: Array, y: Array) -> Array:
+    del y
+    # s (1 - s) = sigma(z) sigma(-z), without the cancellation of 1 - s for large z
+    return jnp.sqrt(jax.nn.sigmoid(z) * jax.nn.sigmoid(-z))[:, :, None] * _eye(z)
 
 
 def _sigmoid_bce_loss(z: Array, y: Array) -> Array:
@@ -66,6 +97,7 @@ HEADS: dict[str, Head] = {
             _sigmoid_bce_loss,
             lambda z, y: jax.nn.sigmoid(z) - y,
             "binary",
+            _sigmoid_bce_hessian_sqrt,
         ),
         Head(
             "softmax_ce",
@@ -73,6 +105,7 @@ HEADS: dict[str, Head] = {
             _softmax_ce_loss,
             lambda z, y: jnp.sum(y, -1, keepdims=True) * jax.nn.softmax(z, axis=-1) - y,
             "classes",
+            _softmax_ce_hessian_sqrt,
         ),
         Head(
             "identity_mse",
@@ -80,6 +113,7 @@ HEADS: dict[str, Head] = {
             lambda z, y: jnp.sum((y - z) ** 2, -1),
             lambda z, y: -2.0 * (y - z),
             "real",
+            lambda z, y: jnp.sqrt(jnp.asarray(2.0, z.dtype)) * _eye(z),
         ),
     )
 }

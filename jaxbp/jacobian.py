@@ -20,10 +20,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.network import Network, Params, fold, forward, layer_index, unsegment
-from jaxbp.params import offsets
+from jaxbp.network import Network, Params, fold, forward, unsegment
 
 Array = jax.Array
+
+
+def backward(net: Network, saved: list, g: Array, contract) -> list:
+    """The backward walk of Algorithm 1, from z^[L] down, handing each layer's delta to `contract`.
+
+    saved: `forward(..., keep=True)`'s per-segment (params, (a^[l-1], f'(z^[l]))); g: the row
+    vector(s) to pull back, (B, *out_L) or, to pull back R rows per sample at once,
+    (B, R, *out_L). At block l, delta^[l] = g diag(f'(z^[l])) (same layout as g) and
+    g <- (delta^[l])^T J_{a^[l-1]} z^[l]. Returns, per params entry, the values
+    `contract(layer, p, a^[l-1], delta^[l])` in the segment's layout (a list of one value for a
+    plain layer, stacked along a leading axis of length n for a Stacked entry), so every
+    quantity built on the chain (gradient, per-example gradients and norms, GGN, NTK, J) is one
+    walk and differs only in how each layer's (a, delta) is contracted.
+    """
+    out: list = [None] * len(net.layers)
+    for seg, (ps, ys) in reversed(list(zip(net.segments(), saved))):
+
+        def step(g, inp, seg=seg):
+            p, (a, df) = inp
+            rows = g.ndim > df.ndim
+            delta = g * (df[:, None] if rows else df)  # row vector(s) times diag(f'(z^[l]))
+            pull = lambda d: seg.layer.vjp_input(p, a, d)  # noqa: E731
+            g = jax.vmap(pull, in_axes=1, out_axes=1)(delta) if rows else pull(delta)
+            return g, contract(seg.layer, p, a, delta)
+
+        g, out[seg.index] = fold(seg, step, g, (ps, ys), reverse=True)
+    return out
 
 
 def _value_and_grad(net: Network, params: Params, x: Array, y: Array) -> tuple[Array, Params]:
@@ -33,17 +59,8 @@ def _value_and_grad(net: Network, params: Params, x: Array, y: Array) -> tuple[A
     t = head.target(y, net.m, z.dtype)
     loss = jnp.mean(head.loss(z, t))
     g = head.grad_z(z, t) / z.shape[0]  # Table 1, averaged over the batch: dl/dz^[L]
-    grads: list = [None] * len(net.layers)
-    for seg, (ps, ys) in reversed(list(zip(net.segments(), saved))):
-
-        def step(g, inp, seg=seg):
-            p, (a, df) = inp
-            delta = g * df  # row vector times diag(f'(z^[l]))
-            return seg.layer.vjp_input(p, a, delta), seg.layer.vjp_params(p, a, delta)
-
-        g, gs = fold(seg, step, g, (ps, ys), reverse=True)
-        grads[seg.index] = unsegment(seg, gs)
-    return loss, grads
+    grads = backward(net, saved, g, lambda layer, p, a, delta: layer.vjp_params(p, a, delta))
+    return loss, [unsegment(seg, gs) for seg, gs in zip(net.segments(), grads)]
 
 
 def _checked_jit(net: Network, fn):
@@ -99,33 +116,30 @@ def grad_fn(net: Network):
 def _jacobian(net: Network, params: Params, x: Array) -> Array:
     z, saved = forward(net, params, x, keep=True)
     B, m = z.shape
-    M = jnp.broadcast_to(jnp.eye(m, dtype=z.dtype), (B, m, m))  # dz^[L]/dz^[L] = I
-    J = jnp.zeros((B, m, net.n_params), z.dtype)
-    offs = offsets(net)
-    for seg, (ps, ys) in reversed(list(zip(net.segments(), saved))):
-        size, base = seg.layer.size, offs[seg.index]
-
-        def step(carry, inp, seg=seg, size=size, base=base):
-            M, J = carry
-            p, (a, df), i = inp
-            Md = M * df[:, None]  # M diag(f'(z^[l])) = dz^[L]/dz^[l]: (B, m, *out)
-            if size:
-                rows = _param_rows(seg.layer, p, a, Md)  # Md [I (x) a^T, I]: (B, m, P_l)
-                J = jax.lax.dynamic_update_slice_in_dim(J, rows, base + (seg.n - 1 - i) * size, 2)
-            M = jax.vmap(lambda d: seg.layer.vjp_input(p, a, d), in_axes=1, out_axes=1)(Md)
-            return (M, J), None
-
-        (M, J), _ = fold(seg, step, (M, J), (ps, ys, layer_index(seg)), reverse=True)
-    return J
+    eye = jnp.broadcast_to(jnp.eye(m, dtype=z.dtype), (B, m, m))  # dz^[L]/dz^[L] = I, m rows
+    # delta^[l] for row i is row i of M_l diag(f'(z^[l])) = dz^[L]/dz^[l]: (B, m, *out)
+    rows = backward(net, saved, eye, param_rows)
+    blocks = []
+    for seg, r in zip(net.segments(), rows):
+        if seg.scanned:  # (n, B, m, P_l), first layer first -> theta's last-layer-first block
+            r = jnp.moveaxis(r[::-1], 0, 2).reshape(B, m, seg.n * seg.layer.size)
+        blocks.append(r if seg.scanned else r[0])
+    return jnp.concatenate(blocks[::-1], axis=2)
 
 
-def _param_rows(layer, p, a: Array, Md: Array) -> Array:
-    """Rows Md_{b,i} J_{theta_l} z^[l] in theta layout: a: (B, *in), Md: (B, m, *out) -> (B, m, P_l)."""
+def param_rows(layer, p, a: Array, delta: Array) -> Array:
+    """Rows delta_{b,i}^T J_{theta_l} z^[l] in theta layout: a: (B, *in), delta: (B, R, *out) -> (B, R, P_l).
+
+    Uses the layer's own `param_rows` when it has one (Dense: the outer products a (x) delta laid
+    out as [vec(W); b], never the Kronecker block), else ravels per-row `vjp_params`.
+    """
+    if hasattr(layer, "param_rows"):
+        return layer.param_rows(p, a, delta)
 
     def row(a_b, d):
         return layer.ravel(layer.vjp_params(p, a_b[None], d[None]))
 
-    return jax.vmap(jax.vmap(row, in_axes=(None, 0)))(a, Md)
+    return jax.vmap(jax.vmap(row, in_axes=(None, 0)))(a, delta)
 
 
 def jacobian(net: Network, params: Params, x: Array) -> Array:

@@ -71,6 +71,45 @@ class Dense:
         del p
         return {"W": a.T @ delta, "b": jnp.sum(delta, axis=0)}
 
+    # -- per-example contractions (Section 3.1's [I (x) a^T, I], one sample at a time) --------
+    def per_example_vjp_params(self, p: Params, a: Array, delta: Array) -> Params:
+        """a: (B, n_in), delta: (B, n_out) -> {"W": a_b delta_b^T (B, n_in, n_out), "b": delta (B, n_out)}."""
+        del p
+        # a broadcast product, not a K=1 matmul: XLA fuses it into the one write of the output
+        return {"W": a[:, :, None] * delta[:, None, :], "b": delta}
+
+    def per_example_sq_norms(self, p: Params, a: Array, delta: Array) -> Array:
+        """||delta_b^T [I (x) a_b^T, I]||^2 = (||a_b||^2 + 1) ||delta_b||^2: (B,), never forming a_b delta_b^T."""
+        del p
+        return (jnp.sum(a * a, axis=1) + 1) * jnp.sum(delta * delta, axis=1)
+
+    def sum_sq_vjp_params(self, p: Params, a: Array, delta: Array) -> Params:
+        """sum_b sum_r (delta_{b,r}^T J_theta z_b)^2 elementwise, delta: (B, R, n_out).
+
+        Entry (i, j) of W is sum_b a_{b,i}^2 sum_r delta_{b,r,j}^2, so the squares of the outer
+        products are never formed: {"W": (a^2)^T D, "b": 1^T D} with D = sum_r delta_r^2: (B, n_out).
+        """
+        del p
+        D = jnp.sum(delta * delta, axis=1)
+        return {"W": (a * a).T @ D, "b": jnp.sum(D, axis=0)}
+
+    def param_rows(self, p: Params, a: Array, delta: Array) -> Array:
+        """Rows delta_{b,r}^T [I (x) a_b^T, I] in theta layout: delta: (B, R, n_out) -> (B, R, P_l)."""
+        del p
+        B, R, n_out = delta.shape
+        # broadcast products (not a K=1 einsum) so XLA fuses them with the concatenation into J
+        W = (delta[:, :, :, None] * a[:, None, None, :]).reshape(B, R, n_out * self.n_in)
+        return jnp.concatenate([W, delta], axis=2)
+
+    def ntk(self, p: Params, a1: Array, d1: Array, a2: Array, d2: Array) -> Array:
+        """This layer's term of J(x1) J(x2)^T: d1: (B1, R, n_out), d2: (B2, R, n_out) -> (B1, B2, R, R).
+
+        [I (x) a^T, I][I (x) a'^T, I]^T = (a^T a' + 1) I, so the term is (a1_b^T a2_c + 1) d1_b d2_c^T.
+        """
+        del p
+        gram = a1 @ a2.T + 1
+        return gram[:, :, None, None] * jnp.einsum("bro,cso->bcrs", d1, d2)
+
     def ravel(self, p: Params) -> Array:
         """theta_l = [vec(W); b]: (P_l,), vec stacking the columns of W, first column on top."""
         return jnp.concatenate([p["W"].T.reshape(-1), p["b"]])

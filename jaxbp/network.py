@@ -222,11 +222,6 @@ def fold(seg: Segment, step, carry, xs: tuple, reverse: bool = False):
     return carry, ys
 
 
-def layer_index(seg: Segment):
-    """0 .. seg.n-1 in the segment's layout (a traced counter when scanned)."""
-    return jnp.arange(seg.n) if seg.scanned else list(range(seg.n))
-
-
 def segment_params(seg: Segment, params: Params):
     """The entry's params in the segment's layout (already stacked for a Stacked entry)."""
     return params[seg.index] if seg.scanned else [params[seg.index]]

@@ -1,0 +1,83 @@
+"""Iterative hard thresholding (IHT): keep the k largest-magnitude parameters after every step.
+
+theta_{t+1} = H_k(theta_t - eta g_t), H_k zeroing all but the k entries of largest magnitude
+(Blumensath & Davies 2009; with mini-batch gradients g_t, the stochastic IHT of Nguyen,
+Needell & Woolf 2017) -- the application the paper names for the full gradient. Written as an
+optax transformation to chain after any optimiser, so the training step stays the optax idiom.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+
+
+def _keep_largest(v: Array, k: int) -> Array:
+    """A boolean mask of v's shape, True at exactly k entries of largest |v| (ties by position)."""
+    flat = jnp.abs(v).reshape(-1)
+    if k >= flat.size:
+        return jnp.ones(v.shape, bool)
+    _, idx = jax.lax.top_k(flat, k)
+    return jnp.zeros(flat.shape, bool).at[idx].set(True).reshape(v.shape)
+
+
+def _n_keep(n: int, k: int | None, sparsity: float | None) -> int:
+    return k if k is not None else n - int(sparsity * n)
+
+
+def hard_threshold(
+    sparsity: float | None = None, *, k: int | None = None, scope: str = "global"
+) -> optax.GradientTransformation:
+    """An optax transformation that makes params + updates keep only its largest entries.
+
+    Chain it last: `optax.chain(optax.sgd(lr), jaxbp.sparse.hard_threshold(0.9))`. Given updates
+    u and params theta, it returns u where theta + u is kept and -theta elsewhere, so
+    `optax.apply_updates` yields exactly H_k(theta + u): the kept entries are bit-for-bit those
+    of the unthresholded step and the others are exactly zero.
+
+    Args:
+      sparsity: the fraction of entries to zero, in [0, 1); keeps n - floor(sparsity n) of n.
+      k: instead of sparsity, the number of entries to keep (scope="global" only).
+      scope: "global" ranks all entries of all leaves together; "layer" keeps the same fraction
+        of every leaf (W and b of each layer separately).
+
+    Returns:
+      An `optax.GradientTransformation` whose `update` requires params.
+    """
+    if (sparsity is None) == (k is None):
+        raise ValueError(f"hard_threshold: give exactly one of sparsity and k, got sparsity={sparsity!r}, k={k!r}")
+    if sparsity is not None and not (isinstance(sparsity, (int, float)) and 0 <= sparsity < 1):
+        raise ValueError(f"sparsity: expected a fraction in [0, 1), got {sparsity!r}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ValueError(f"k: expected a positive int, got {k!r}")
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
+    if scope == "layer" and k is not None:
+        raise ValueError("k: a count of kept entries applies to scope='global'; use sparsity for 'layer'")
+
+    def init(params: Any) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("hard_threshold: update needs params (optax.chain passes them through)")
+        new = jax.tree.map(lambda p, u: p + u, params, updates)
+        if scope == "layer":
+            masks = jax.tree.map(lambda v: _keep_largest(v, _n_keep(v.size, None, sparsity)), new)
+        else:
+            leaves, tree = jax.tree.flatten(new)
+            flat = jnp.concatenate([jnp.ravel(v) for v in leaves])
+            mask = _keep_largest(flat, _n_keep(flat.size, k, sparsity))
+            splits = jnp.split(mask, list(itertools.accumulate(v.size for v in leaves))[:-1])
+            masks = jax.tree.unflatten(tree, [m.reshape(v.shape) for m, v in zip(splits, leaves)])
+        updates = jax.tree.map(lambda m, u, p: jnp.where(m, u, -p), masks, updates, params)
+        return updates, state
+
+    return optax.GradientTransformation(init, update)

@@ -1,0 +1,101 @@
+"""Per-example gradients, their norms and the clipped mean gradient against vmap(jax.grad)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxbp
+from helpers import assert_rel_close, random_labels, random_params
+from layers_protocol_only import protocol_only
+
+HEADS = ["softmax_ce", "sigmoid_bce", "identity_mse"]
+DTYPES = [jnp.float64, jnp.float32]
+B = 6
+
+
+def _case(depth: int, head: str, dtype, scan=None, generic=False, label_kind="int"):
+    rng = np.random.default_rng(depth + len(head))
+    sizes = [int(n) for n in rng.integers(2, 8, size=depth + 1)]
+    if scan:
+        sizes = [sizes[0]] + [5] * 4 + [sizes[-1]]
+    net = jaxbp.mlp(sizes, activation=["tanh", "relu", "softplus"][depth % 3], head=head, scan=scan)
+    params = random_params(net, depth, dtype)
+    x = jax.random.normal(jax.random.key(depth), (B, *net.in_shape), dtype)
+    y = random_labels(head, B, net.m, depth, dtype, kind=label_kind)
+    return (protocol_only(net) if generic else net), net, params, x, y
+
+
+def _oracle_per_example_grads(net, params, x, y):
+    """vmap of jax.grad of each example's own loss (a batch of one)."""
+    one = lambda p, xb, yb: net.loss(p, xb[None], yb[None])  # noqa: E731
+    return jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(params, x, jnp.asarray(y))
+
+
+def _oracle_norms(grads):
+    return jnp.sqrt(sum(jnp.sum(v.reshape(v.shape[0], -1) ** 2, axis=1) for v in jax.tree.leaves(grads)))
+
+
+CASES = [
+    pytest.param(depth, head, dtype, scan, generic, id=f"{head}-{jnp.dtype(dtype).name}-d{depth}"
+                 + ("-scan" if scan else "") + ("-generic" if generic else ""))
+    for head in HEADS
+    for dtype in DTYPES
+    for depth, scan, generic in [(1, None, False), (3, None, False), (5, 2, False), (2, None, True)]
+]
+
+
+@pytest.mark.parametrize("depth, head, dtype, scan, generic", CASES)
+def test_per_example_grads_match_vmapped_jax_grad(depth, head, dtype, scan, generic):
+    net, plain, params, x, y = _case(depth, head, dtype, scan, generic)
+    g = jaxbp.per_example_grads(net)(params, x, y)
+    assert_rel_close(g, _oracle_per_example_grads(plain, params, x, y), dtype, "per-example grads")
+    assert all(v.dtype == dtype and v.shape[0] == B for v in jax.tree.leaves(g))
+    # their mean is the batch gradient
+    assert_rel_close(jax.tree.map(lambda v: jnp.mean(v, axis=0), g), jax.grad(plain.loss)(params, x, y), dtype)
+
+
+@pytest.mark.parametrize("depth, head, dtype, scan, generic", CASES)
+def test_per_example_norms_match_norms_of_vmapped_grads(depth, head, dtype, scan, generic):
+    net, plain, params, x, y = _case(depth, head, dtype, scan, generic)
+    norms = jaxbp.per_example_grad_norms(net)(params, x, y)
+    assert norms.shape == (B,) and norms.dtype == dtype
+    assert_rel_close(norms, _oracle_norms(_oracle_per_example_grads(plain, params, x, y)), dtype, "norms")
+
+
+@pytest.mark.parametrize("depth, head, dtype, scan, generic", CASES)
+def test_clipped_mean_gradient_matches_clipping_vmapped_grads(depth, head, dtype, scan, generic):
+    net, plain, params, x, y = _case(depth, head, dtype, scan, generic)
+    ref = _oracle_per_example_grads(plain, params, x, y)
+    norms = np.asarray(_oracle_norms(ref))
+    C = float(np.median(norms))  # about half the examples are clipped
+    c = np.minimum(1.0, C / norms)
+    expected = jax.tree.map(lambda v: jnp.tensordot(jnp.asarray(c, v.dtype), v, axes=1) / B, ref)
+    assert_rel_close(jaxbp.clipped_grad_fn(net, C)(params, x, y), expected, dtype, "clipped")
+    # a clip norm above every norm gives the plain gradient
+    assert_rel_close(jaxbp.clipped_grad_fn(net, 2 * float(norms.max()))(params, x, y),
+                     jax.grad(plain.loss)(params, x, y), dtype, "unclipped")
+
+
+def test_probability_labels_with_mass_not_one():
+    """softmax_ce with label rows not summing to one: l_b's gradient is (1^T y_b) y_hat_b - y_b."""
+    net, plain, params, x, y = _case(2, "softmax_ce", jnp.float64, label_kind="raw")
+    assert_rel_close(jaxbp.per_example_grads(net)(params, x, y),
+                     _oracle_per_example_grads(plain, params, x, y), jnp.float64)
+
+
+def test_per_example_functions_trace_once_per_shape():
+    net = jaxbp.models.two_layer_classifier()
+    params = net.init(jax.random.key(0), jnp.float32)
+    for fn in (jaxbp.per_example_grads(net), jaxbp.per_example_grad_norms(net), jaxbp.clipped_grad_fn(net, 1.0)):
+        for y in (np.zeros(8, int), np.ones(8, int)):
+            fn(params, np.ones((8, 4), np.float32), y)
+        assert fn.__wrapped__._cache_size() == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "1", None, True])
+def test_clipped_grad_fn_rejects_bad_max_norm(bad):
+    with pytest.raises(ValueError, match="max_norm"):
+        jaxbp.clipped_grad_fn(jaxbp.mlp([2, 2]), bad)

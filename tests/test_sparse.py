@@ -1,0 +1,91 @@
+"""Iterative hard thresholding: the thresholded step is H_k(theta - eta g), bit for bit."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxbp
+from helpers import random_labels, random_params
+
+
+def _setup(dtype=jnp.float32):
+    net = jaxbp.mlp([6, 8, 5, 3], activation="tanh")
+    params = random_params(net, 0, dtype)
+    x = jax.random.normal(jax.random.key(1), (10, 6), dtype)
+    y = random_labels("softmax_ce", 10, 3, 0, dtype)
+    return net, params, jaxbp.grad_fn(net)(params, x, y)
+
+
+def _step(tx, params, grads):
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return optax.apply_updates(params, updates)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("k", [1, 17, 60, 119])  # P = 119
+def test_global_threshold_keeps_exactly_the_k_largest(k, dtype):
+    net, params, grads = _setup(dtype)
+    dense = _step(optax.sgd(0.1), params, grads)  # theta - eta g, unthresholded
+    sparse = _step(optax.chain(optax.sgd(0.1), jaxbp.sparse.hard_threshold(k=k)), params, grads)
+    d, s = np.asarray(jaxbp.ravel(net, dense)), np.asarray(jaxbp.ravel(net, sparse))
+    keep = np.zeros(d.size, bool)
+    keep[np.argsort(-np.abs(d), kind="stable")[:k]] = True
+    assert np.count_nonzero(s) == k
+    np.testing.assert_array_equal(s[keep], d[keep])  # bit for bit
+    np.testing.assert_array_equal(s[~keep], 0)
+
+
+def test_sparsity_fraction_and_layer_scope():
+    net, params, grads = _setup()
+    for scope in ("global", "layer"):
+        new = _step(optax.chain(optax.sgd(0.1), jaxbp.sparse.hard_threshold(0.9, scope=scope)), params, grads)
+        dense = _step(optax.sgd(0.1), params, grads)
+        sizes = [v.size for v in jax.tree.leaves(new)]
+        kept = [np.count_nonzero(v) for v in jax.tree.leaves(new)]
+        if scope == "global":
+            assert sum(kept) == sum(sizes) - int(0.9 * sum(sizes))
+        else:
+            assert kept == [n - int(0.9 * n) for n in sizes]
+            for v, w in zip(jax.tree.leaves(new), jax.tree.leaves(dense)):
+                v, w = np.asarray(v).ravel(), np.asarray(w).ravel()
+                assert np.abs(w[v == 0]).max(initial=0) <= np.abs(w[v != 0]).min()
+
+
+def test_iht_training_stays_sparse_and_lowers_the_loss():
+    """Mini-batch stochastic IHT: the optax step unchanged, grads from jaxbp."""
+    net = jaxbp.mlp([6, 16, 3], activation="tanh")
+    params = net.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (64, 6))
+    y = np.asarray(jnp.argmax(x[:, :3], axis=1))
+    tx = optax.chain(optax.sgd(0.5), jaxbp.sparse.hard_threshold(0.5))
+    state, grad = tx.init(params), jaxbp.grad_fn(net)
+
+    @jax.jit
+    def step(params, state):
+        updates, state = tx.update(grad(params, x, y), state, params)
+        return optax.apply_updates(params, updates), state
+
+    loss0 = net.loss(params, x, y)
+    for _ in range(100):
+        params, state = step(params, state)
+    assert net.loss(params, x, y) < 0.5 * loss0
+    assert np.count_nonzero(jaxbp.ravel(net, params)) == net.n_params - int(0.5 * net.n_params)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({}, "exactly one"), ({"sparsity": 0.5, "k": 3}, "exactly one"), ({"sparsity": 1.0}, "sparsity"),
+    ({"k": 0}, "k:"), ({"sparsity": 0.5, "scope": "leaf"}, "scope"), ({"k": 3, "scope": "layer"}, "k:"),
+])
+def test_hard_threshold_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        jaxbp.sparse.hard_threshold(**kwargs)
+
+
+def test_update_without_params_is_an_error():
+    tx = jaxbp.sparse.hard_threshold(0.5)
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update({"w": jnp.ones(3)}, tx.init(None))
