@@ -107,6 +107,14 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ParallelConfig:
+    """How a step is spread over devices (jaxbp.parallel, docs/sharding.md)."""
+
+    # devices the batch is split over: an integer, or "auto" for all of jax.devices()
+    data: int | str = field(default=1, metadata={"check": (lambda v: v == "auto" or (isinstance(v, int) and v > 0), '"auto" or an integer > 0')})
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "iris_one_layer"
     seed: int = 0
@@ -115,6 +123,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -229,7 +238,15 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         if value is None:
             return None
-        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        arms = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(arms) > 1:  # int | str: the first type the value fits
+            for arm in arms:
+                try:
+                    return _convert(value, arm, key)
+                except ConfigError:
+                    pass
+            raise ConfigError(f"config key {key!r}: got {value!r}, expected {' or '.join(map(_describe, arms))}")
+        (tp,) = arms
     origin = typing.get_origin(tp) or tp
     ok = {
         bool: isinstance(value, bool),

@@ -7,7 +7,9 @@ gradient is jaxbp's Algorithm 1 (`jaxbp.value_and_grad_fn`), and `train.grad: ja
 
 The run directory holds `config.yaml` (resolved), `metrics.jsonl`, `checkpoint.npz` (written to a
 temporary file, then renamed, so a crash never leaves a torn checkpoint), `summary.json` and the
-plots `loss.png`, `accuracy.png`. Resuming restores params, optimizer state and step; since an
+plots `loss.png`, `accuracy.png`. With `parallel.data: N` every step's batch is split over N
+devices and the parameters are replicated (`jaxbp.parallel`, docs/sharding.md); the batch size
+stays the global one, and in a multi-host run only process 0 writes the run directory. Resuming restores params, optimizer state and step; since an
 epoch's batch order depends only on (seed, epoch), the resumed run ends where an uninterrupted one
 would.
 """
@@ -28,6 +30,7 @@ import yaml
 from tqdm import tqdm
 
 from jaxbp import data as _data
+from jaxbp import parallel as _parallel
 from jaxbp.config import Config, ConfigError, OptimizerConfig, ScheduleConfig, build_model
 from jaxbp.jacobian import value_and_grad_fn
 from jaxbp.network import Network, Params
@@ -156,12 +159,17 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
     With resume=True, continues from `workdir/checkpoint.npz`. Raises `Diverged` when the loss or
     gradient is not finite, and saves a checkpoint before re-raising KeyboardInterrupt.
     """
+    _parallel.initialize_from_env()
+    primary = jax.process_index() == 0  # the one process that writes the run directory
+    tc = cfg.train
+    mesh = _parallel.data_mesh(cfg.parallel.data)
+    _parallel.check_batch_size(mesh, tc.batch_size)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if primary:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     net = build_model(cfg.model)
     ds = _data.load(cfg.data, net.in_shape, cfg.seed)
-    tc = cfg.train
     steps_per_epoch = len(ds.x_train) // tc.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -176,10 +184,12 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
         if not ckpt.is_file():
             raise ConfigError(f"--resume {workdir}: no {CHECKPOINT} there to resume from")
         state = load_checkpoint(ckpt, state)
+    state = state._replace(params=_parallel.replicate(mesh, state.params), opt_state=_parallel.replicate(mesh, state.opt_state))
+    save = save_checkpoint if primary else lambda path, state: None
     train_step = make_train_step(net, optimizer, tc.grad)
     grad_check = make_grad_check(net) if tc.verify_every else None
     evaluate = make_evaluate(net)
-    metrics = _Metrics(workdir / "metrics.jsonl", keep_until=state.step)
+    metrics = _Metrics(workdir / "metrics.jsonl" if primary else None, keep_until=state.step)
 
     t_start, t_train, n_seen = time.perf_counter(), 0.0, 0
     total_steps = tc.epochs * steps_per_epoch
@@ -190,6 +200,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
             bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step", disable=None)
             epoch_losses, window, t_epoch = [], [], time.perf_counter()
             for x, y in _data.batches(ds.x_train, ds.y_train, tc.batch_size, cfg.seed, epoch, start):
+                x, y = _parallel.shard_batch(mesh, x, y)
                 params, opt_state, loss, finite = train_step(state.params, state.opt_state, x, y)
                 if not finite:
                     raise Diverged(
@@ -213,7 +224,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
                                   learning_rate=float(schedule(state.step - 1)), examples_per_s=rate, **record)
                     window = []
                 if state.step % tc.checkpoint_every == 0:
-                    save_checkpoint(ckpt, state)
+                    save(ckpt, state)
             bar.close()
             t_train += time.perf_counter() - t_epoch
             if (epoch + 1) % tc.eval_every == 0 or state.step == total_steps:
@@ -221,11 +232,11 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
                 metrics.write(step=state.step, epoch=epoch + 1, train_loss=float(np.mean(epoch_losses)),
                               test_loss=test_loss, accuracy=test_acc)
     except KeyboardInterrupt:
-        save_checkpoint(ckpt, state)
+        save(ckpt, state)
         raise
     finally:
         metrics.close()
-    save_checkpoint(ckpt, state)
+    save(ckpt, state)
     test_loss, test_acc = evaluate(state.params, ds.x_test, ds.y_test)
     summary = {
         "test_accuracy": test_acc,
@@ -236,11 +247,13 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
         "wall_time_s": time.perf_counter() - t_start,
         "examples_per_s": n_seen / t_train if t_train else None,
         "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
+        "devices": mesh.size,
         "n_params": net.n_params,
         "config": cfg.to_dict(),
     }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot(workdir)
+    if primary:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot(workdir)
     return summary
 
 
@@ -248,19 +261,26 @@ class _Metrics:
     """Appends one JSON object per line to metrics.jsonl, after dropping lines past `keep_until`.
 
     On resume, records logged after the checkpoint being resumed are replayed, so they are dropped.
+    path None (a process other than 0 of a multi-host run) writes nothing.
     """
 
-    def __init__(self, path: Path, keep_until: int):
+    def __init__(self, path: Path | None, keep_until: int):
+        self.file = None
+        if path is None:
+            return
         kept = [l for l in path.read_text().splitlines() if json.loads(l)["step"] <= keep_until] if path.exists() else []
         path.write_text("".join(l + "\n" for l in kept))
         self.file = open(path, "a")
 
     def write(self, **record: Any) -> None:
+        if self.file is None:
+            return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
