@@ -82,6 +82,10 @@ class OptimizerConfig:
     learning_rate: float = field(default=0.1, metadata=_POSITIVE)
     momentum: float = field(default=0.9, metadata=_FRACTION)  # momentum and nesterov only
     weight_decay: float = field(default=0.0, metadata=_NONNEG)  # adds weight_decay * theta to the gradient
+    # mini-batch stochastic IHT (jaxbp.sparse.hard_threshold): after every step keep only the
+    # largest-magnitude parameters, zeroing this fraction of them; 0: dense training
+    sparsity: float = field(default=0.0, metadata={"check": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a fraction in [0, 1)")})
+    sparsity_scope: str = field(default="global", metadata=_choice(("global", "layer")))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from jaxbp import parallel as _parallel
 from jaxbp.config import Config, ConfigError, OptimizerConfig, ScheduleConfig, build_model
 from jaxbp.jacobian import value_and_grad_fn
 from jaxbp.network import Network, Params
+from jaxbp.sparse import hard_threshold
 
 Array = jax.Array
 CHECKPOINT = "checkpoint.npz"
@@ -68,10 +69,13 @@ def make_schedule(cfg: ScheduleConfig, learning_rate: float, steps_per_epoch: in
 
 
 def make_optimizer(cfg: OptimizerConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """optax by name; weight decay adds weight_decay * theta to the gradient first (L2)."""
+    """optax by name; weight decay adds weight_decay * theta to the gradient first (L2); with
+    sparsity > 0 the step is projected on the sparse set last (stochastic IHT)."""
     momentum = None if cfg.name in ("sgd", "adam") else cfg.momentum
     opt = optax.adam(schedule) if cfg.name == "adam" else optax.sgd(schedule, momentum, cfg.name == "nesterov")
-    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), opt) if cfg.weight_decay else opt
+    decay = [optax.add_decayed_weights(cfg.weight_decay)] if cfg.weight_decay else []
+    iht = [hard_threshold(cfg.sparsity, scope=cfg.sparsity_scope)] if cfg.sparsity else []
+    return optax.chain(*decay, opt, *iht) if decay or iht else opt
 
 
 def gradient(net: Network, grad: str) -> Callable:
@@ -249,6 +253,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
         "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
         "devices": mesh.size,
         "n_params": net.n_params,
+        "nonzero_params": int(sum(np.count_nonzero(np.asarray(v)) for v in jax.tree.leaves(state.params))),
         "config": cfg.to_dict(),
     }
     if primary:

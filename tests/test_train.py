@@ -44,6 +44,22 @@ def test_jaxbp_and_jax_gradients_train_to_the_same_parameters(tmp_path):
     assert runs[0]["test_loss"] == pytest.approx(runs[1]["test_loss"], rel=1e-5)
 
 
+def test_stochastic_iht_keeps_the_checkpointed_params_sparse(tmp_path):
+    """optimizer.sparsity chains jaxbp.sparse.hard_threshold: at most (1 - s) P non-zeros, saved."""
+    cfg = _cfg("iris_two_layer", "train.epochs=20", "optimizer.sparsity=0.5")
+    summary = train.train_and_evaluate(cfg, tmp_path)
+    net = config.build_model(cfg.model)
+    params = net.init(jax.random.key(0))
+    opt_state = train.make_optimizer(cfg.optimizer, optax.constant_schedule(0.1)).init(params)
+    template = TrainState(params, opt_state, 0)
+    saved = train.load_checkpoint(tmp_path / "checkpoint.npz", template).params
+    nonzero = sum(int(np.count_nonzero(v)) for v in jax.tree.leaves(saved))
+    assert nonzero == summary["nonzero_params"] <= net.n_params - int(0.5 * net.n_params)
+    assert summary["test_accuracy"] > 0.6
+    with pytest.raises(config.ConfigError, match="optimizer.sparsity"):
+        config.load("iris_two_layer", ["optimizer.sparsity=1.0"])
+
+
 def test_the_train_step_compiles_once():
     cfg = _cfg()
     net = config.build_model(cfg.model)
