@@ -6,7 +6,9 @@ Ratios are median(jaxbp) / median(reference), timed A, B, A, B, ... in one proce
 - per_example_grad_norms vs the norms of those vmapped gradients;
 - clipped_grad_fn (DP-SGD's clipped mean) vs one plain jaxbp.grad_fn step;
 - jaxbp.jacobian (theta layout) vs jax.jacrev through unravel, for one example and a batch
-  (the batch reference is jax.vmap of the one-example jacrev).
+  (the batch reference is jax.vmap of the one-example jacrev);
+- ggn_diagonal vs diag(mean_b J_b^T H_b J_b) from vmapped jax.jacrev and jax.hessian;
+- empirical_ntk vs J(x1) J(x2)^T from vmapped jax.jacrev.
 
     python benchmarks/per_example.py [--batches 128 1024] [--repeats 30]
 """
@@ -64,6 +66,25 @@ def main() -> None:
            lambda: jac1(theta, x[0]))
     report("jacobian / vmap(jacrev)", args.jacobian_batch, lambda: jaxbp.jacobian(net, params, x),
            lambda: jacB(theta, x))
+
+    y = jax.random.randint(jax.random.key(2), (args.jacobian_batch,), 0, 10)
+    head = net.head_fn
+    h = jax.vmap(jax.hessian(lambda zb, tb: head.loss(zb[None], tb[None])[0]))
+
+    @jax.jit
+    def ggn_ref(th, x, y):
+        J = jax.vmap(jax.jacrev(z_of), in_axes=(None, 0))(th, x)
+        z = z_of(th, x)
+        return jnp.einsum("bip,bij,bjp->p", J, h(z, jax.nn.one_hot(y, 10, dtype=z.dtype)), J) / len(x)
+
+    ggn = jaxbp.ggn_diagonal(net)
+    report("ggn_diagonal / jacrev+hessian", args.jacobian_batch, lambda: ggn(params, x, y),
+           lambda: ggn_ref(theta, x, y))
+    ntk = jaxbp.empirical_ntk(net)
+    ntk_ref = jax.jit(lambda th, a, b: jnp.einsum("bip,cjp->bcij", jacB(th, a), jacB(th, b)))
+    x1, x2 = x[:32], x[32:64]
+    report("empirical_ntk / jacrev products", 32, lambda: ntk(params, x1, x2),
+           lambda: ntk_ref(theta, x1, x2))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.network import Network, Params, fold, forward, unsegment
+from jaxbp.params import offsets
 
 Array = jax.Array
 
@@ -119,19 +120,30 @@ def _jacobian(net: Network, params: Params, x: Array) -> Array:
     eye = jnp.broadcast_to(jnp.eye(m, dtype=z.dtype), (B, m, m))  # dz^[L]/dz^[L] = I, m rows
     # delta^[l] for row i is row i of M_l diag(f'(z^[l])) = dz^[L]/dz^[l]: (B, m, *out)
     rows = backward(net, saved, eye, param_rows)
-    blocks = []
-    for seg, r in zip(net.segments(), rows):
-        if seg.scanned:  # (n, B, m, P_l), first layer first -> theta's last-layer-first block
-            r = jnp.moveaxis(r[::-1], 0, 2).reshape(B, m, seg.n * seg.layer.size)
-        blocks.append(r if seg.scanned else r[0])
-    return jnp.concatenate(blocks[::-1], axis=2)
+    # Each block is written in place into the theta layout (last layer first), never by
+    # concatenation: the largest block first, which XLA fuses with its producer into one padded
+    # write of J, then the others as in-place updates, so J is written once.
+    pieces = []
+    for seg, off, parts in zip(net.segments(), offsets(net), rows):
+        if seg.scanned:  # (n, B, m, P_l) per sublayer, first layer first -> last layer first
+            r = jnp.concatenate(parts, axis=-1)
+            pieces.append((jnp.moveaxis(r[::-1], 0, 2).reshape(B, m, seg.n * seg.layer.size), off))
+            continue
+        for piece in parts[0]:
+            pieces.append((piece, off))
+            off += piece.shape[2]
+    J = jnp.zeros((B, m, net.n_params), z.dtype)
+    for piece, off in sorted((t for t in pieces if t[0].size), key=lambda t: -t[0].size):
+        J = jax.lax.dynamic_update_slice_in_dim(J, piece, off, axis=2)
+    return J
 
 
-def param_rows(layer, p, a: Array, delta: Array) -> Array:
-    """Rows delta_{b,i}^T J_{theta_l} z^[l] in theta layout: a: (B, *in), delta: (B, R, *out) -> (B, R, P_l).
+def param_rows(layer, p, a: Array, delta: Array) -> tuple[Array, ...]:
+    """Rows delta_{b,r}^T J_{theta_l} z^[l] in theta layout, as consecutive pieces along the last axis.
 
-    Uses the layer's own `param_rows` when it has one (Dense: the outer products a (x) delta laid
-    out as [vec(W); b], never the Kronecker block), else ravels per-row `vjp_params`.
+    a: (B, *in), delta: (B, R, *out) -> pieces (B, R, P_piece) that together span P_l. Uses the
+    layer's own `param_rows` when it has one (Dense: the outer products a (x) delta as the vec(W)
+    piece, then delta as the b piece, never the Kronecker block), else ravels per-row `vjp_params`.
     """
     if hasattr(layer, "param_rows"):
         return layer.param_rows(p, a, delta)
@@ -139,7 +151,7 @@ def param_rows(layer, p, a: Array, delta: Array) -> Array:
     def row(a_b, d):
         return layer.ravel(layer.vjp_params(p, a_b[None], d[None]))
 
-    return jax.vmap(jax.vmap(row, in_axes=(None, 0)))(a, delta)
+    return (jax.vmap(jax.vmap(row, in_axes=(None, 0)))(a, delta),)
 
 
 def jacobian(net: Network, params: Params, x: Array) -> Array:

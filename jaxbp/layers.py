@@ -93,13 +93,13 @@ class Dense:
         D = jnp.sum(delta * delta, axis=1)
         return {"W": (a * a).T @ D, "b": jnp.sum(D, axis=0)}
 
-    def param_rows(self, p: Params, a: Array, delta: Array) -> Array:
-        """Rows delta_{b,r}^T [I (x) a_b^T, I] in theta layout: delta: (B, R, n_out) -> (B, R, P_l)."""
+    def param_rows(self, p: Params, a: Array, delta: Array) -> tuple[Array, Array]:
+        """Rows delta_{b,r}^T [I (x) a_b^T, I] in theta layout: delta: (B, R, n_out) ->
+        (vec(W) piece (B, R, n_out n_in), b piece (B, R, n_out))."""
         del p
         B, R, n_out = delta.shape
-        # broadcast products (not a K=1 einsum) so XLA fuses them with the concatenation into J
-        W = (delta[:, :, :, None] * a[:, None, None, :]).reshape(B, R, n_out * self.n_in)
-        return jnp.concatenate([W, delta], axis=2)
+        # a broadcast product (not a K=1 einsum), so XLA fuses it into the write of J
+        return (delta[:, :, :, None] * a[:, None, None, :]).reshape(B, R, n_out * self.n_in), delta
 
     def ntk(self, p: Params, a1: Array, d1: Array, a2: Array, d2: Array) -> Array:
         """This layer's term of J(x1) J(x2)^T: d1: (B1, R, n_out), d2: (B2, R, n_out) -> (B1, B2, R, R).
