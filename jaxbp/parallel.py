@@ -9,8 +9,8 @@ batch (see docs/sharding.md). This module only builds the mesh and places arrays
 >>> import jax, numpy as np
 >>> mesh = data_mesh(1)
 >>> x, = shard_batch(mesh, np.ones((4, 3)))
->>> x.sharding.spec
-PartitionSpec('data',)
+>>> x.sharding.spec == PartitionSpec("data")
+True
 """
 
 from __future__ import annotations
