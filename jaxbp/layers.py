@@ -250,6 +250,34 @@ class Conv2D:
         )
         return {"K": dK, "b": jnp.sum(delta, axis=(0, 1, 2))}
 
+    def _patches(self, a: Array) -> Array:
+        """im2col: a: (B, H, W, C_in) -> (B, H_o W_o, kh kw C_in), each window flattened (i, j, c) row-major."""
+        kh, kw = self.kernel_size
+        P = jax.lax.conv_general_dilated_patches(a, (kh, kw), self.stride, self.padding, dimension_numbers=_DN)
+        B, Ho, Wo, _ = P.shape  # lax orders a window's features (c, i, j)
+        return jnp.moveaxis(P.reshape(B, Ho * Wo, self.in_shape[2], kh, kw), 2, 4).reshape(B, Ho * Wo, -1)
+
+    def per_example_vjp_params(self, p: Params, a: Array, delta: Array) -> Params:
+        """{"K": im2col(a_b)^T delta_b (B, kh, kw, C_in, C_out), "b": (B, C_out)}: one batched matmul.
+
+        A batched product over b rather than vmapped convolutions: it is the cheap exact form
+        (the kernel is small next to the activations) and it partitions cleanly over a batch
+        split across devices.
+        """
+        del p
+        B = a.shape[0]
+        dK = jnp.einsum("bpf,bpo->bfo", self._patches(a), delta.reshape(B, -1, self.out_channels))
+        return {"K": dK.reshape(B, *self.param_shapes["K"]), "b": jnp.sum(delta, axis=(1, 2))}
+
+    def param_rows(self, p: Params, a: Array, delta: Array) -> tuple[Array, Array]:
+        """Rows delta_{b,r}^T J_theta z^[l] in theta layout: delta: (B, R, H_o, W_o, C_out) ->
+        (kernel piece (B, R, C_out kh kw C_in), filter by filter, bias piece (B, R, C_out))."""
+        del p
+        B, R = delta.shape[:2]
+        d = delta.reshape(B, R, -1, self.out_channels)
+        K = jnp.einsum("bpf,brpo->brof", self._patches(a), d).reshape(B, R, -1)
+        return K, jnp.sum(d, axis=2)
+
     def ravel(self, p: Params) -> Array:
         """theta_l = [vec(K_1); ...; vec(K_r); b]: (P_l,), each filter K_i = K[..., i] flattened (kh, kw, C_in) row-major."""
         return jnp.concatenate([jnp.moveaxis(p["K"], 3, 0).reshape(-1), p["b"]])

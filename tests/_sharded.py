@@ -41,6 +41,8 @@ def gradients(mesh) -> dict:
         out[name] = {
             "value_and_grad": max(rel(g1, g4), rel(loss1, loss4)),
             "grad": rel(jaxbp.grad_fn(net)(params, x, y), jaxbp.grad_fn(net)(pr, xs, ys)),
+            "per_example_grads": rel(jaxbp.per_example_grads(net)(params, x, y),
+                                     jaxbp.per_example_grads(net)(pr, xs, ys)),
             "replicated": all(g.sharding.is_fully_replicated for g in jax.tree.leaves(g4)),
             "dtype": str(jax.tree.leaves(g4)[0].dtype),
         }

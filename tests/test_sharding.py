@@ -27,7 +27,7 @@ def sharded(tfds_dir) -> dict:
 
 
 @pytest.mark.parametrize("net", ["lenet_300_100", "lenet5"])
-@pytest.mark.parametrize("fn", ["grad", "value_and_grad"])
+@pytest.mark.parametrize("fn", ["grad", "value_and_grad", "per_example_grads"])
 def test_sharded_gradient_equals_the_one_device_gradient_in_float64(sharded, net, fn):
     result = sharded["gradients"][net]
     assert result["dtype"] == "float64" and result["replicated"]
