@@ -118,6 +118,8 @@ def _cmd_check(args) -> int:
     print(f"  {'layer':<6}{'param':<6}{'grad max abs':>14}{'grad max rel':>14}{'J max abs':>12}{'J max rel':>12}")
     worst = 0.0
     for l, (layer, off) in enumerate(zip(net.layers, offsets(net)), start=1):
+        if not layer.size:  # flatten and pooling layers have no parameters
+            continue
         J_l, J_ref_l = (j[..., off : off + layer.size] for j in (J, J_ref))
         j_abs, j_rel = _errors(J_l, J_ref_l)
         for name in ours[l - 1]:

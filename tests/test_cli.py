@@ -70,3 +70,14 @@ def test_check_prints_a_per_layer_table_of_small_errors(capsys, tfds_dir):
     assert [r[:2] for r in rows] == [["1", "W"], ["1", "b"], ["2", "W"], ["2", "b"], ["3", "W"], ["3", "b"]]
     assert max(float(v) for r in rows for v in (r[3], r[5])) < 1e-4
     assert "ok" in out
+
+
+def test_check_covers_convolutional_networks(capsys, tfds_dir):
+    """LeNet-5's table lists its parameter layers (conv K/b, dense W/b), skipping pooling and flatten."""
+    args = ["check", "mnist_lenet5", "--set", f"data.data_dir={tfds_dir}", "--set", "data.n_train=64",
+            "--set", "data.n_test=64", "--set", "train.batch_size=8"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert [r[:2] for r in rows] == [[str(l), k] for l, ks in ((1, "Kb"), (3, "Kb"), (6, "Wb"), (7, "Wb"), (8, "Wb")) for k in ks]
+    assert "ok" in out
