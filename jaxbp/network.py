@@ -202,11 +202,6 @@ def _add_batch(y):
     return np.asarray(y)[None] if not isinstance(y, jax.Array) else y[None]
 
 
-def stack(trees: Sequence[Any]) -> Any:
-    """Stack a list of equal-structure pytrees along a new leading axis."""
-    return jax.tree.map(lambda *t: jnp.stack(t), *trees)
-
-
 def fold(seg: Segment, step, carry, xs: tuple, reverse: bool = False):
     """Fold `step(carry, x) -> (carry, y)` over the segment's layers, scanned or unrolled.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxbp
 
@@ -49,3 +50,15 @@ def jacrev_theta(net: jaxbp.Network, params, x):
     """The oracle J_theta z^[L]: jax.jacrev of net.apply through unravel, in theta order."""
     theta = jaxbp.ravel(net, params)
     return jax.jit(jax.jacrev(lambda th: net.apply(jaxbp.unravel(net, th), x)))(theta)
+
+
+def structure_cases(heads=("softmax_ce", "sigmoid_bce", "identity_mse")) -> list:
+    """pytest params (depth, head, dtype, scan, generic) over heads x dtypes x network structures:
+    shallow, deeper, a scanned Stacked run, and layers offering only the plain layer protocol."""
+    return [
+        pytest.param(depth, head, dtype, scan, generic, id=f"{head}-{jnp.dtype(dtype).name}-d{depth}"
+                     + ("-scan" if scan else "") + ("-generic" if generic else ""))
+        for head in heads
+        for dtype in (jnp.float64, jnp.float32)
+        for depth, scan, generic in [(1, None, False), (3, None, False), (5, 2, False), (2, None, True)]
+    ]

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 import jaxbp
-from helpers import assert_rel_close, jacrev_theta, random_labels, random_params
+from helpers import assert_rel_close, jacrev_theta, random_labels, random_params, structure_cases
 from layers_protocol_only import protocol_only
 
-HEADS = ["softmax_ce", "sigmoid_bce", "identity_mse"]
 DTYPES = [jnp.float64, jnp.float32]
 
 
@@ -33,13 +32,7 @@ def _oracle_ggn_diagonal(net, params, x, y):
     return jnp.einsum("bip,bij,bjp->p", J, H, J) / x.shape[0]
 
 
-GGN_CASES = [
-    pytest.param(depth, head, dtype, scan, generic, id=f"{head}-{jnp.dtype(dtype).name}-d{depth}"
-                 + ("-scan" if scan else "") + ("-generic" if generic else ""))
-    for head in HEADS
-    for dtype in DTYPES
-    for depth, scan, generic in [(1, None, False), (3, None, False), (5, 2, False), (2, None, True)]
-]
+GGN_CASES = structure_cases()
 
 
 @pytest.mark.parametrize("depth, head, dtype, scan, generic", GGN_CASES)

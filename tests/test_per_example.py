@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 
 import jaxbp
-from helpers import assert_rel_close, random_labels, random_params
+from helpers import assert_rel_close, random_labels, random_params, structure_cases
 from layers_protocol_only import protocol_only
 
-HEADS = ["softmax_ce", "sigmoid_bce", "identity_mse"]
-DTYPES = [jnp.float64, jnp.float32]
 B = 6
 
 
@@ -38,13 +36,7 @@ def _oracle_norms(grads):
     return jnp.sqrt(sum(jnp.sum(v.reshape(v.shape[0], -1) ** 2, axis=1) for v in jax.tree.leaves(grads)))
 
 
-CASES = [
-    pytest.param(depth, head, dtype, scan, generic, id=f"{head}-{jnp.dtype(dtype).name}-d{depth}"
-                 + ("-scan" if scan else "") + ("-generic" if generic else ""))
-    for head in HEADS
-    for dtype in DTYPES
-    for depth, scan, generic in [(1, None, False), (3, None, False), (5, 2, False), (2, None, True)]
-]
+CASES = structure_cases()
 
 
 @pytest.mark.parametrize("depth, head, dtype, scan, generic", CASES)
