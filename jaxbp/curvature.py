@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.jacobian import _checked_jit, backward, param_rows
+from jaxbp.layers import Outer
 from jaxbp.network import Network, Params, fold, forward, unsegment
 from jaxbp.per_example import per_example_vjp_params
 
@@ -42,7 +43,10 @@ def ntk_block(layer, p, a1: Array, d1: Array, a2: Array, d2: Array) -> Array:
     """The layer's term of J(x1) J(x2)^T: d1: (B1, R, *out), d2: (B2, R, *out) -> (B1, B2, R, R)."""
     if hasattr(layer, "ntk"):
         return layer.ntk(p, a1, d1, a2, d2)
-    r1, r2 = (jnp.concatenate(param_rows(layer, p, a, d), axis=-1) for a, d in ((a1, d1), (a2, d2)))
+    r1, r2 = (
+        jnp.concatenate([q.dense() if isinstance(q, Outer) else q for q in param_rows(layer, p, a, d)], axis=-1)
+        for a, d in ((a1, d1), (a2, d2))
+    )
     return jnp.einsum("brp,csp->bcrs", r1, r2)
 
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp.layers import Outer
 from jaxbp.network import Network, Params, fold, forward, unsegment
 from jaxbp.params import offsets
 
@@ -113,37 +114,68 @@ def grad_fn(net: Network):
     return _checked_jit(net, lambda *args: _value_and_grad(*args)[1])
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _jacobian(net: Network, params: Params, x: Array) -> Array:
-    z, saved = forward(net, params, x, keep=True)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _jacobian(net: Network, params: Params, x: Array, batched: bool = True) -> Array:
+    z, saved = forward(net, params, x if batched else x[None], keep=True)
     B, m = z.shape
     eye = jnp.broadcast_to(jnp.eye(m, dtype=z.dtype), (B, m, m))  # dz^[L]/dz^[L] = I, m rows
     # delta^[l] for row i is row i of M_l diag(f'(z^[l])) = dz^[L]/dz^[l]: (B, m, *out)
     rows = backward(net, saved, eye, param_rows)
-    # Each block is written in place into the theta layout (last layer first), never by
-    # concatenation: the largest block first, which XLA fuses with its producer into one padded
-    # write of J, then the others as in-place updates, so J is written once.
-    pieces = []
-    for seg, off, parts in zip(net.segments(), offsets(net), rows):
-        if seg.scanned:  # (n, B, m, P_l) per sublayer, first layer first -> last layer first
-            r = jnp.concatenate(parts, axis=-1)
-            pieces.append((jnp.moveaxis(r[::-1], 0, 2).reshape(B, m, seg.n * seg.layer.size), off))
-            continue
-        for piece in parts[0]:
-            pieces.append((piece, off))
-            off += piece.shape[2]
-    J = jnp.zeros((B, m, net.n_params), z.dtype)
-    for piece, off in sorted((t for t in pieces if t[0].size), key=lambda t: -t[0].size):
-        J = jax.lax.dynamic_update_slice_in_dim(J, piece, off, axis=2)
+    # J is written in place, the Outer loops first (XLA CPU runs them ~50x slower when a loop
+    # produces the result), and for one sample it is (m, P) from the start, as J[0] would copy it
+    J = jnp.zeros((B, m, net.n_params) if batched else (m, net.n_params), z.dtype)
+    for outer in (True, False):
+        for seg, off, r in zip(net.segments(), offsets(net), rows):
+            if seg.layer.size == 0:
+                continue
+            if seg.scanned:  # sublayer s (first layer first) is block n - 1 - s (last layer first)
+
+                def write_sub(s, J, r=r, off=off, n=seg.n, size=seg.layer.size, outer=outer):
+                    return _write_rows(J, jax.tree.map(lambda t: t[s], r), off + (n - 1 - s) * size, outer)
+
+                J = jax.lax.fori_loop(0, seg.n, write_sub, J)
+            else:
+                J = _write_rows(J, r[0], off, outer)
     return J
 
 
-def param_rows(layer, p, a: Array, delta: Array) -> tuple[Array, ...]:
+def _write_rows(J: Array, pieces: tuple, off, outer: bool) -> Array:
+    """Write one layer's rows (`param_rows` pieces) into J[..., off:] in place: only its `Outer`
+    pieces if `outer`, else only its plain (B, R, P_piece) arrays. J: (B, R, P), or (R, P) for B = 1.
+
+    An `Outer` piece is written block by block in a loop, each block v[:, :, j, None] * u[:, None]
+    fused into its own in-place update of J: that keeps the innermost write a plain contiguous run
+    of length L, several times faster than one fused write of the whole (B, R, n_j L) piece (whose
+    every element needs a division by L to find its factors). J is written once.
+    """
+    for piece in pieces:
+        if isinstance(piece, Outer):
+            L, n_j = piece.u.shape[-1], piece.v.shape[2]
+
+            def block(j, J, piece=piece, off=off, L=L):
+                v_j = jax.lax.dynamic_slice_in_dim(piece.v, j, 1, axis=2)  # (B, R, 1)
+                return _update(J, v_j * piece.u[:, None], off + j * L)
+
+            J = jax.lax.fori_loop(0, n_j, block, J) if outer else J
+            off = off + n_j * L
+        else:
+            J = J if outer else _update(J, piece, off)
+            off = off + piece.shape[2]
+    return J
+
+
+def _update(J: Array, piece: Array, off) -> Array:
+    """J[..., off:off + n] = piece, piece: (B, R, n) with J's leading shape (B, R) or (R,) for B = 1."""
+    return jax.lax.dynamic_update_slice_in_dim(J, piece.reshape(*J.shape[:-1], -1), off, axis=-1)
+
+
+def param_rows(layer, p, a: Array, delta: Array) -> tuple:
     """Rows delta_{b,r}^T J_{theta_l} z^[l] in theta layout, as consecutive pieces along the last axis.
 
-    a: (B, *in), delta: (B, R, *out) -> pieces (B, R, P_piece) that together span P_l. Uses the
-    layer's own `param_rows` when it has one (Dense: the outer products a (x) delta as the vec(W)
-    piece, then delta as the b piece, never the Kronecker block), else ravels per-row `vjp_params`.
+    a: (B, *in), delta: (B, R, *out) -> pieces that together span P_l: arrays (B, R, P_piece) or
+    `Outer` factors of one. Uses the layer's own `param_rows` when it has one (Dense: the outer
+    products a (x) delta in factored form, then delta as the b piece, never the Kronecker block),
+    else ravels per-row `vjp_params`.
     """
     if hasattr(layer, "param_rows"):
         return layer.param_rows(p, a, delta)
@@ -164,7 +196,4 @@ def jacobian(net: Network, params: Params, x: Array) -> Array:
     >>> jaxbp.jacobian(net, net.init(jax.random.key(0)), jnp.ones(4)).shape
     (3, 15)
     """
-    batched = net.check_inputs(params, x)
-    x = jnp.asarray(x)
-    J = _jacobian(net, params, x if batched else x[None])
-    return J if batched else J[0]
+    return _jacobian(net, params, jnp.asarray(x), net.check_inputs(params, x))

@@ -16,6 +16,7 @@ plus the layer's slice of the paper's theta: `ravel(p)` / `unravel(theta_l)`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,23 @@ from jaxbp.toeplitz import ConvGeometry, Padding, as_pair, conv_geometry
 
 Array = jax.Array
 Params = dict[str, Array]
+
+
+class Outer(NamedTuple):
+    """A piece of Jacobian rows in factored form: n_j consecutive blocks of length L, block j of
+    row (b, r) being v[b, r, j] u[b] (Dense: delta_{b,r,j} (a^[l-1]_b)^T, row j of [I (x) a^T]).
+
+    v: (B, R, n_j), u: (B, L). `jaxbp.jacobian` writes it block by block, so the (B, R, n_j L)
+    piece is never formed; `dense()` forms it.
+    """
+
+    v: Array
+    u: Array
+
+    def dense(self) -> Array:
+        """The piece itself: (B, R, n_j L)."""
+        B, R, n_j = self.v.shape
+        return (self.v[..., None] * self.u[:, None, None, :]).reshape(B, R, n_j * self.u.shape[-1])
 
 
 @dataclass(frozen=True)
@@ -93,13 +111,11 @@ class Dense:
         D = jnp.sum(delta * delta, axis=1)
         return {"W": (a * a).T @ D, "b": jnp.sum(D, axis=0)}
 
-    def param_rows(self, p: Params, a: Array, delta: Array) -> tuple[Array, Array]:
+    def param_rows(self, p: Params, a: Array, delta: Array) -> tuple[Outer, Array]:
         """Rows delta_{b,r}^T [I (x) a_b^T, I] in theta layout: delta: (B, R, n_out) ->
-        (vec(W) piece (B, R, n_out n_in), b piece (B, R, n_out))."""
+        (vec(W) piece Outer(delta, a): block j is delta_{b,r,j} a_b^T, b piece delta (B, R, n_out))."""
         del p
-        B, R, n_out = delta.shape
-        # a broadcast product (not a K=1 einsum), so XLA fuses it into the write of J
-        return (delta[:, :, :, None] * a[:, None, None, :]).reshape(B, R, n_out * self.n_in), delta
+        return Outer(delta, a), delta
 
     def ntk(self, p: Params, a1: Array, d1: Array, a2: Array, d2: Array) -> Array:
         """This layer's term of J(x1) J(x2)^T: d1: (B1, R, n_out), d2: (B2, R, n_out) -> (B1, B2, R, R).

@@ -89,6 +89,7 @@ def test_stacked_scan_matches_unrolled_and_autodiff(dtype):
         jaxbp.ravel(scanned, g), jaxbp.ravel(plain, jax.grad(plain.loss)(listed, x, y)), dtype
     )
     assert_rel_close(jaxbp.jacobian(scanned, params, x), jacrev_theta(plain, listed, x), dtype)
+    assert_rel_close(jaxbp.jacobian(scanned, params, x[0]), jacrev_theta(plain, listed, x[0]), dtype)
 
 
 def test_gradient_matches_finite_differences():
