@@ -38,6 +38,10 @@ def backward(net: Network, saved: list, g: Array, contract) -> list:
     plain layer, stacked along a leading axis of length n for a Stacked entry), so every
     quantity built on the chain (gradient, per-example gradients and norms, GGN, NTK, J) is one
     walk and differs only in how each layer's (a, delta) is contracted.
+
+    A Stacked entry's scan only carries the chain and keeps each delta; its n contractions then
+    run as one batched product over the stack (`jax.vmap`), which on CPU is cheaper than n
+    products inside the loop, each copying its operands out of and its result into the stacks.
     """
     out: list = [None] * len(net.layers)
     for seg, (ps, ys) in reversed(list(zip(net.segments(), saved))):
@@ -48,9 +52,13 @@ def backward(net: Network, saved: list, g: Array, contract) -> list:
             delta = g * (df[:, None] if rows else df)  # row vector(s) times diag(f'(z^[l]))
             pull = lambda d: seg.layer.vjp_input(p, a, d)  # noqa: E731
             g = jax.vmap(pull, in_axes=1, out_axes=1)(delta) if rows else pull(delta)
-            return g, contract(seg.layer, p, a, delta)
+            return g, delta
 
-        g, out[seg.index] = fold(seg, step, g, (ps, ys), reverse=True)
+        g, deltas = fold(seg, step, g, (ps, ys), reverse=True)
+        if seg.scanned:
+            out[seg.index] = jax.vmap(functools.partial(contract, seg.layer))(ps, ys[0], deltas)
+        else:
+            out[seg.index] = [contract(seg.layer, p, a, d) for p, (a, _), d in zip(ps, ys, deltas)]
     return out
 
 
