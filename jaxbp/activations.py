@@ -26,11 +26,18 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 
 
 class Activation(NamedTuple):
-    """An elementwise activation: `f(z)` and its derivative `df(z)` = f'(z), both shape-preserving."""
+    """An elementwise activation: `f(z)` and its derivative `df(z)` = f'(z), both shape-preserving.
+
+    `df_from_f(a)`, where it exists, is the same f'(z) written through the output a = f(z)
+    (tanh: 1 - a^2), so a backward pass can keep a^[l] alone instead of a^[l] and f'(z^[l]), as
+    reverse-mode autodiff does; None where f' is not a function of f (gelu) or would differ from
+    `df` at some input (leaky_relu, whose f(z) underflows to 0 for tiny negative z).
+    """
 
     name: str
     f: Callable[[Array], Array]
     df: Callable[[Array], Array]
+    df_from_f: Callable[[Array], Array] | None = None
 
     def jacobian(self, z: Array) -> Array:
         """J_z f(z) = diag(f'(z)) for z: (d,), shape (d, d)."""
@@ -53,17 +60,18 @@ def _sigmoid_df(z: Array) -> Array:
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
-        Activation("relu", jax.nn.relu, lambda z: (z > 0).astype(z.dtype)),
+        Activation("relu", jax.nn.relu, lambda z: (z > 0).astype(z.dtype), lambda a: (a > 0).astype(a.dtype)),
         Activation(
             "leaky_relu",
             lambda z: jax.nn.leaky_relu(z, LEAKY_RELU_SLOPE),
             lambda z: jnp.where(z >= 0, 1.0, LEAKY_RELU_SLOPE).astype(z.dtype),
         ),
-        Activation("sigmoid", jax.nn.sigmoid, _sigmoid_df),
-        Activation("tanh", jnp.tanh, lambda z: 1.0 - jnp.tanh(z) ** 2),
-        Activation("softplus", jax.nn.softplus, jax.nn.sigmoid),
+        Activation("sigmoid", jax.nn.sigmoid, _sigmoid_df, lambda a: a * (1.0 - a)),
+        Activation("tanh", jnp.tanh, lambda z: 1.0 - jnp.tanh(z) ** 2, lambda a: 1.0 - a**2),
+        # softplus' = sigmoid(z) = 1 - exp(-softplus(z))
+        Activation("softplus", jax.nn.softplus, jax.nn.sigmoid, lambda a: -jnp.expm1(-a)),
         Activation("gelu", lambda z: jax.nn.gelu(z, approximate=True), _gelu_df),
-        Activation("identity", lambda z: z, jnp.ones_like),
+        Activation("identity", lambda z: z, jnp.ones_like, jnp.ones_like),
     )
 }
 

@@ -30,7 +30,8 @@ Array = jax.Array
 def backward(net: Network, saved: list, g: Array, contract) -> list:
     """The backward walk of Algorithm 1, from z^[L] down, handing each layer's delta to `contract`.
 
-    saved: `forward(..., keep=True)`'s per-segment (params, (a^[l-1], f'(z^[l]))); g: the row
+    saved: `forward(..., keep=True)`'s per-segment (params, (a^[l-1], f'(z^[l]) or None), output
+    a); where f' was not saved it comes from a^[l] by `df_from_f`. g: the row
     vector(s) to pull back, (B, *out_L) or, to pull back R rows per sample at once,
     (B, R, *out_L). At block l, delta^[l] = g diag(f'(z^[l])) (same layout as g) and
     g <- (delta^[l])^T J_{a^[l-1]} z^[l]. Returns, per params entry, the values
@@ -44,17 +45,19 @@ def backward(net: Network, saved: list, g: Array, contract) -> list:
     products inside the loop, each copying its operands out of and its result into the stacks.
     """
     out: list = [None] * len(net.layers)
-    for seg, (ps, ys) in reversed(list(zip(net.segments(), saved))):
+    for seg, (ps, ys, a_out) in reversed(list(zip(net.segments(), saved))):
 
-        def step(g, inp, seg=seg):
+        def step(carry, inp, seg=seg):
+            g, above = carry  # above: a^[l], this layer's output
             p, (a, df) = inp
+            df = seg.act.df_from_f(above) if df is None else df
             rows = g.ndim > df.ndim
             delta = g * (df[:, None] if rows else df)  # row vector(s) times diag(f'(z^[l]))
             pull = lambda d: seg.layer.vjp_input(p, a, d)  # noqa: E731
             g = jax.vmap(pull, in_axes=1, out_axes=1)(delta) if rows else pull(delta)
-            return g, delta
+            return (g, a), delta
 
-        g, deltas = fold(seg, step, g, (ps, ys), reverse=True)
+        (g, _), deltas = fold(seg, step, (g, a_out), (ps, ys), reverse=True)
         if seg.scanned:
             out[seg.index] = jax.vmap(functools.partial(contract, seg.layer))(ps, ys[0], deltas)
         else:

@@ -231,8 +231,11 @@ def forward(net: Network, params: Params, x: Array, keep: bool = False):
     """Forward pass on a batch x: (B, *in_shape) -> (z^[L]: (B, m), saved).
 
     With keep=True, `saved` holds, per segment, (segment params, (a^[l-1], f'^[l](z^[l])) per
-    layer) in the segment's layout, which is all both backward contractions consume; f' is
-    evaluated in the forward pass, fused with f, as reverse-mode autodiff does.
+    layer in the segment's layout, the segment's output a), which is all the backward walk
+    consumes. f' is evaluated in the forward pass, fused with f, unless the activation can give
+    it from its output (`Activation.df_from_f`): then the entry is None and the backward walk
+    takes f'^[l] from a^[l] (the next layer's saved input), as reverse-mode autodiff does, which
+    saves one activation-sized array per layer.
     """
     dtype = params[0][next(iter(params[0]))].dtype if params and params[0] else x.dtype
     a = x.astype(dtype) if jnp.issubdtype(dtype, jnp.floating) else x
@@ -243,10 +246,11 @@ def forward(net: Network, params: Params, x: Array, keep: bool = False):
         def step(a, inp, seg=seg):
             (p,) = inp
             z = seg.layer.apply(p, a)
-            return seg.act.f(z), ((a, seg.act.df(z)) if keep else None)
+            df = None if seg.act.df_from_f else seg.act.df(z)
+            return seg.act.f(z), ((a, df) if keep else None)
 
         a, ys = fold(seg, step, a, (ps,))
-        saved.append((ps, ys))
+        saved.append((ps, ys, a))
     return a, saved
 
 

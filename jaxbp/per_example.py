@@ -71,7 +71,7 @@ def _clipped_grad(net: Network, max_norm, params: Params, x: Array, y: Array) ->
     # c_b = min(1, C / ||g_b||) (C / 0 = inf gives 1); the mean's 1/B folded in
     scale = jnp.minimum(1.0, max_norm / norms) / x.shape[0]
     grads = []
-    for seg, (ps, ys), o in zip(net.segments(), saved, out):
+    for seg, (ps, ys, _), o in zip(net.segments(), saved, out):
 
         def step(carry, inp, seg=seg):
             p, (a, _), (_, d) = inp

@@ -22,6 +22,17 @@ def test_activation_jacobian_is_diag_of_derivative(name, dtype):
     np.testing.assert_array_equal(J, np.diag(np.diag(J)))
 
 
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@pytest.mark.parametrize(
+    "name", [n for n, a in sorted(jaxbp.activations.ACTIVATIONS.items()) if a.df_from_f]
+)
+def test_derivative_from_output_matches_jax_grad(name, dtype):
+    act = jaxbp.activations.get(name)
+    z = jnp.concatenate([jnp.linspace(-30, 30, 61, dtype=dtype), jnp.array([-1e-3, 1e-3], dtype)])
+    expected = jax.vmap(jax.grad(act.f))(z)  # includes 0, the kink of relu
+    assert_rel_close(act.df_from_f(act.f(z)), expected, dtype, f"{name}: f' from f(z) vs jax.grad")
+
+
 def test_relu_derivative_at_zero_follows_jax():
     relu = jaxbp.activations.get("relu")
     assert relu.df(jnp.zeros(1))[0] == jax.grad(jax.nn.relu)(0.0) == 0.0

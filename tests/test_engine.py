@@ -74,10 +74,12 @@ def test_random_architectures_match_autodiff(sizes, activation, head, batch, see
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_stacked_scan_matches_unrolled_and_autodiff(dtype):
-    """A deep uniform stack folded with lax.scan (mlp(..., scan=2)) gives the same numbers."""
-    scanned = jaxbp.mlp([6] + [5] * 7 + [3], activation="tanh", scan=2)
-    plain = jaxbp.mlp([6] + [5] * 7 + [3], activation="tanh")
+@pytest.mark.parametrize("activation", ["tanh", "relu", "softplus", "gelu", "leaky_relu"])
+def test_stacked_scan_matches_unrolled_and_autodiff(dtype, activation):
+    """A deep uniform stack folded with lax.scan (mlp(..., scan=2)) gives the same numbers,
+    whether f' is saved (gelu, leaky_relu) or taken from the saved outputs (the others)."""
+    scanned = jaxbp.mlp([6] + [5] * 7 + [3], activation=activation, scan=2)
+    plain = jaxbp.mlp([6] + [5] * 7 + [3], activation=activation)
     assert any(isinstance(layer, jaxbp.Stacked) for layer in scanned.layers)
     params = random_params(scanned, 3, dtype)
     listed = jaxbp.unravel(plain, jaxbp.ravel(scanned, params))  # same theta, per-layer params
