@@ -52,22 +52,32 @@ def _gelu_df(z: Array) -> Array:
     return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t**2) * du
 
 
-def _sigmoid_df(z: Array) -> Array:
-    s = jax.nn.sigmoid(z)
-    return s * (1.0 - s)
+def _positive(t: Array) -> Array:
+    """relu' as a function of z and, equally, of a = relu(z): 1 where positive, else 0."""
+    return (t > 0).astype(t.dtype)
+
+
+def _sigmoid_da(a: Array) -> Array:
+    """sigmoid' through its output a = sigmoid(z)."""
+    return a * (1.0 - a)
+
+
+def _tanh_da(a: Array) -> Array:
+    """tanh' through its output a = tanh(z)."""
+    return 1.0 - a**2
 
 
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
-        Activation("relu", jax.nn.relu, lambda z: (z > 0).astype(z.dtype), lambda a: (a > 0).astype(a.dtype)),
+        Activation("relu", jax.nn.relu, _positive, _positive),
         Activation(
             "leaky_relu",
             lambda z: jax.nn.leaky_relu(z, LEAKY_RELU_SLOPE),
             lambda z: jnp.where(z >= 0, 1.0, LEAKY_RELU_SLOPE).astype(z.dtype),
         ),
-        Activation("sigmoid", jax.nn.sigmoid, _sigmoid_df, lambda a: a * (1.0 - a)),
-        Activation("tanh", jnp.tanh, lambda z: 1.0 - jnp.tanh(z) ** 2, lambda a: 1.0 - a**2),
+        Activation("sigmoid", jax.nn.sigmoid, lambda z: _sigmoid_da(jax.nn.sigmoid(z)), _sigmoid_da),
+        Activation("tanh", jnp.tanh, lambda z: _tanh_da(jnp.tanh(z)), _tanh_da),
         # softplus' = sigmoid(z) = 1 - exp(-softplus(z))
         Activation("softplus", jax.nn.softplus, jax.nn.sigmoid, lambda a: -jnp.expm1(-a)),
         Activation("gelu", lambda z: jax.nn.gelu(z, approximate=True), _gelu_df),

@@ -246,8 +246,9 @@ def forward(net: Network, params: Params, x: Array, keep: bool = False):
         def step(a, inp, seg=seg):
             (p,) = inp
             z = seg.layer.apply(p, a)
-            df = None if seg.act.df_from_f else seg.act.df(z)
-            return seg.act.f(z), ((a, df) if keep else None)
+            if not keep:
+                return seg.act.f(z), None
+            return seg.act.f(z), (a, None if seg.act.df_from_f else seg.act.df(z))
 
         a, ys = fold(seg, step, a, (ps,))
         saved.append((ps, ys, a))
