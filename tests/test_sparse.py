@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jaxbp
 from helpers import random_labels, random_params
@@ -37,6 +39,27 @@ def test_global_threshold_keeps_exactly_the_k_largest(k, dtype):
     assert np.count_nonzero(s) == k
     np.testing.assert_array_equal(s[keep], d[keep])  # bit for bit
     np.testing.assert_array_equal(s[~keep], 0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 400), levels=st.sampled_from([3, 50, 0]), data=st.data())
+def test_threshold_selects_like_a_stable_sort(dtype, seed, n, levels, data):
+    """Against numpy's stable argsort of -|v|: ties (few distinct levels), +-0, +-inf, tiny values.
+
+    (Not subnormals: XLA on CPU flushes them to zero in the step's arithmetic, p + u.)"""
+    rng = np.random.default_rng(seed)
+    v = rng.integers(-levels, levels + 1, n) / 7 if levels else rng.standard_normal(n)
+    special = [0.0, -0.0, np.inf, -np.inf, 1e-30, -2e-30]
+    v[rng.random(n) < 0.1] = rng.choice(special)
+    v = np.asarray(jnp.asarray(v, dtype)).astype(np.float64)  # the values as dtype holds them
+    k = data.draw(st.integers(1, n), label="k")
+    new = _step(jaxbp.sparse.hard_threshold(k=k), [{"v": jnp.zeros(n, dtype)}], [{"v": jnp.asarray(v, dtype)}])
+    keep = np.zeros(n, bool)
+    keep[np.argsort(-np.abs(v), kind="stable")[:k]] = True
+    got = np.asarray(new[0]["v"]).astype(np.float64)
+    np.testing.assert_array_equal(got[keep], v[keep])
+    assert np.count_nonzero(got[~keep]) == 0
 
 
 def test_sparsity_fraction_and_layer_scope():
