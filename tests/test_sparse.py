@@ -42,7 +42,7 @@ def test_global_threshold_keeps_exactly_the_k_largest(k, dtype):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 400), levels=st.sampled_from([3, 50, 0]), data=st.data())
 def test_threshold_selects_like_a_stable_sort(dtype, seed, n, levels, data):
     """Against numpy's stable argsort of -|v|: ties (few distinct levels), +-0, +-inf, tiny values.
@@ -54,7 +54,8 @@ def test_threshold_selects_like_a_stable_sort(dtype, seed, n, levels, data):
     v[rng.random(n) < 0.1] = rng.choice(special)
     v = np.asarray(jnp.asarray(v, dtype)).astype(np.float64)  # the values as dtype holds them
     k = data.draw(st.integers(1, n), label="k")
-    new = _step(jaxbp.sparse.hard_threshold(k=k), [{"v": jnp.zeros(n, dtype)}], [{"v": jnp.asarray(v, dtype)}])
+    step = jax.jit(lambda p, g: _step(jaxbp.sparse.hard_threshold(k=k), p, g))  # one compile, not 100 ops
+    new = step([{"v": jnp.zeros(n, dtype)}], [{"v": jnp.asarray(v, dtype)}])
     keep = np.zeros(n, bool)
     keep[np.argsort(-np.abs(v), kind="stable")[:k]] = True
     got = np.asarray(new[0]["v"]).astype(np.float64)
