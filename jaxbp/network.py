@@ -246,9 +246,8 @@ def forward(net: Network, params: Params, x: Array, keep: bool = False):
         def step(a, inp, seg=seg):
             (p,) = inp
             z = seg.layer.apply(p, a)
-            if not keep:
-                return seg.act.f(z), None
-            return seg.act.f(z), (a, None if seg.act.df_from_f else seg.act.df(z))
+            kept = (a, None if seg.act.df_from_f else seg.act.df(z)) if keep else None
+            return seg.act.f(z), kept
 
         a, ys = fold(seg, step, a, (ps,))
         saved.append((ps, ys, a))
