@@ -23,8 +23,17 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 30, warmup:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def compile_time(jitted, *args) -> float:
-    """Seconds to lower and compile `jitted` for `args` (no execution)."""
-    t = time.perf_counter()
-    jitted.lower(*args).compile()
-    return time.perf_counter() - t
+def compile_time(jitted, *args, repeats: int = 3) -> float:
+    """Median seconds to lower and compile `jitted` for `args` (no execution), from cold caches.
+
+    The arguments are waited for first: with asynchronous dispatch, computing them would
+    otherwise still be running on the same cores while the compiler is timed.
+    """
+    jax.block_until_ready(args)
+    times = []
+    for _ in range(repeats):
+        jax.clear_caches()
+        t = time.perf_counter()
+        jitted.lower(*args).compile()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
