@@ -62,15 +62,16 @@ def main() -> None:
         sizes = [WIDTH] * depth + [10]
         net = jaxbp.mlp(sizes, activation="tanh", scan=args.scan)
         params = net.init(jax.random.key(0))
-        listed, stacked = (jaxbp.unravel(jaxbp.mlp(sizes, activation="tanh", scan=k),
-                                         jaxbp.ravel(net, params)) for k in (None, 2))
+        theta = jaxbp.ravel(net, params)
+        listed, stacked = (jaxbp.unravel(jaxbp.mlp(sizes, activation="tanh", scan=k), theta)
+                           for k in (None, 2))
         ours = jax.jit(lambda p, x, y, net=net: _value_and_grad(net, p, x, y)[1])
         ref, scanned = jax.jit(jax.grad(unrolled_loss)), jax.jit(jax.grad(scanned_loss))
         c_ours, c_ref = compile_time(ours, params, x, y), compile_time(ref, listed, x, y)
         compiles[depth] = c_ours
         t = interleaved({"ours": lambda: ours(params, x, y), "ref": lambda: ref(listed, x, y),
                          "scanned": lambda: scanned(stacked, x, y)}, repeats=args.repeats)
-        form = "scanned" if any(isinstance(l, jaxbp.Stacked) for l in net.layers) else "unrolled"
+        form = "scanned" if any(seg.scanned for seg in net.segments()) else "unrolled"
         print(f"{depth:>6} {form:>9} {c_ours:>16.2f} {c_ref:>14.2f} {c_ours / c_ref:>14.3f} "
               f"{1e3 * t['ours']:>14.2f} {1e3 * t['ref']:>12.2f} {t['ours'] / t['ref']:>11.3f} "
               f"{1e3 * t['scanned']:>15.2f} {t['ours'] / t['scanned']:>17.3f}", flush=True)
