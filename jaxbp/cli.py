@@ -11,6 +11,7 @@ Exit codes: 0 success, 1 divergence or a failed check, 2 a user error (bad confi
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args) -> int:
+    made = None  # a default run directory made here, removed again if the run never starts
     if args.resume:
         if not (args.resume / "config.yaml").is_file():
             raise _config.ConfigError(f"--resume {args.resume}: not a run directory (no config.yaml)")
@@ -70,15 +72,32 @@ def _cmd_train(args) -> int:
         workdir = args.resume
     else:
         cfg = _config.load(args.config or DEFAULT_CONFIG, args.overrides)
-        workdir = args.out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        workdir = args.out or (made := _new_run_dir(Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
     print(f"jaxbp train: {cfg.name} -> {workdir}")
     try:
         summary = _train.train_and_evaluate(cfg, workdir, resume=args.resume is not None)
     except KeyboardInterrupt:
-        print(f"\ncheckpoint saved; continue with: jaxbp train --resume {workdir}", file=sys.stderr)
+        if (workdir / _train.CHECKPOINT).is_file():
+            print(f"\ncheckpoint saved; continue with: jaxbp train --resume {workdir}", file=sys.stderr)
         raise
+    finally:
+        if made is not None and not any(made.iterdir()):
+            made.rmdir()
     _print_summary(summary, workdir)
     return 0
+
+
+def _new_run_dir(base: Path) -> Path:
+    """Create and return `base`, or `base-2`, `base-3`, ... if taken (runs started the same second)."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for i in itertools.count(1):
+        path = base if i == 1 else base.with_name(f"{base.name}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
 
 
 def _print_summary(s: dict, workdir: Path) -> None:
@@ -104,6 +123,7 @@ def _cmd_check(args) -> int:
     cfg = _config.load(args.config, args.overrides)
     net = _config.build_model(cfg.model)
     ds = _data.load(cfg.data, net.in_shape, cfg.seed)
+    _data.check_labels(ds, net, cfg.data.name)
     params = net.init(jax.random.key(cfg.seed))
     x, y = next(_data.batches(ds.x_train, ds.y_train, min(cfg.train.batch_size, len(ds.x_train)), cfg.seed, 0))
     ours, oracle = grad_fn(net)(params, x, y), jax.grad(net.loss)(params, x, y)

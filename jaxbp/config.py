@@ -121,7 +121,7 @@ class ParallelConfig:
 @dataclass(frozen=True)
 class Config:
     name: str = "iris_one_layer"
-    seed: int = 0
+    seed: int = field(default=0, metadata={"check": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")})
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -168,9 +168,17 @@ def resolve_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config {str(name_or_path)!r}: no such file, and no packaged config by that name ({known})")
 
 
-def read_raw(name_or_path: str | Path) -> dict[str, Any]:
-    """The YAML of a config file as a dict, with its `base:` chain merged in (the file wins)."""
+def read_raw(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The YAML of a config file as a dict, with its `base:` chain merged in (the file wins).
+
+    `base:` names a file beside this one (`.yaml` optional) or a packaged config; a file named
+    like the packaged config it extends (`my/iris_one_layer.yaml` with `base: iris_one_layer`)
+    extends the packaged one.
+    """
     path = resolve_path(name_or_path)
+    chain = (*_chain, path.resolve())
+    if path.resolve() in _chain:
+        raise ConfigError(f"config {str(path)!r}: `base:` goes round in a cycle: {' -> '.join(p.name for p in chain)}")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -181,8 +189,10 @@ def read_raw(name_or_path: str | Path) -> dict[str, Any]:
     base = raw.pop("base", None)
     if base is None:
         return raw
-    sibling = path.parent / f"{base}.yaml"
-    merged = _merge(read_raw(sibling if sibling.is_file() else base), raw)
+    sibling = path.parent / (base if str(base).endswith(".yaml") else f"{base}.yaml")
+    if sibling.resolve() == path.resolve():
+        sibling = PACKAGE_CONFIGS / sibling.name
+    merged = _merge(read_raw(sibling if sibling.is_file() else base, chain), raw)
     merged["name"] = raw["name"]
     return merged
 

@@ -18,7 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxbp import heads as _heads
 from jaxbp.config import DataConfig
+from jaxbp.network import Network
 
 IRIS_CSV = Path(__file__).parent / "data" / "iris.csv"
 
@@ -58,10 +60,24 @@ def load(cfg: DataConfig, in_shape: tuple[int, ...], seed: int = 0) -> Dataset:
         n_classes = 2
     axis = 0 if x_tr.ndim == 2 else None
     mean, std = x_tr.mean(axis=axis), x_tr.std(axis=axis)
+    std = np.where(std > 0, std, 1.0)  # a constant feature is only centred
     x_tr, x_te = ((x - mean) / std for x in (x_tr, x_te))
     return Dataset(
         _reshape(x_tr, in_shape, cfg.name), y_tr, _reshape(x_te, in_shape, cfg.name), y_te, n_classes
     )
+
+
+def check_labels(ds: Dataset, net: Network, name: str) -> None:
+    """DataError unless the labels of both splits are what the network's head takes with its m outputs."""
+    for split, y in (("train", ds.y_train), ("test", ds.y_test)):
+        try:
+            _heads.check_labels(net.head_fn, y, len(y), net.m)
+        except ValueError as e:
+            raise DataError(
+                f"data {name!r} ({split} split, {ds.n_classes} classes) does not fit the model's head "
+                f"{net.head!r} with {net.m} outputs: {e}. Give the last layer as many outputs as there are "
+                f"classes, or use data.one_vs_rest for a binary head"
+            ) from None
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -111,7 +127,13 @@ def _tfds(cfg: DataConfig, split: str, n: int | None) -> tuple[np.ndarray, np.nd
         source = tfds.data_source(cfg.name, split=split, data_dir=str(data_dir), download=False)
     except (ValueError, RuntimeError) as e:
         raise DataError(f"data set {cfg.name!r}, split {split!r} in {data_dir}: {e}") from None
-    records = source.__getitems__(range(min(n or len(source), len(source))))
+    try:
+        records = source.__getitems__(range(min(n or len(source), len(source))))
+    except (OSError, RuntimeError) as e:
+        raise DataError(
+            f"data set {cfg.name!r}, split {split!r} in {data_dir}: the prepared copy cannot be read "
+            f"({e}); prepare it again with `tfds build {cfg.name} --data_dir {data_dir} --file_format array_record`"
+        ) from None
     x = np.stack([r["image"] for r in records]).astype(np.float32) / 255.0
     y = np.array([r["label"] for r in records], np.int32)
     return x, y

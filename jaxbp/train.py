@@ -7,11 +7,14 @@ gradient is jaxbp's Algorithm 1 (`jaxbp.value_and_grad_fn`), and `train.grad: ja
 
 The run directory holds `config.yaml` (resolved), `metrics.jsonl`, `checkpoint.npz` (written to a
 temporary file, then renamed, so a crash never leaves a torn checkpoint), `summary.json` and the
-plots `loss.png`, `accuracy.png`. With `parallel.data: N` every step's batch is split over N
-devices and the parameters are replicated (`jaxbp.parallel`, docs/sharding.md); the batch size
-stays the global one, and in a multi-host run only process 0 writes the run directory. Resuming restores params, optimizer state and step; since an
-epoch's batch order depends only on (seed, epoch), the resumed run ends where an uninterrupted one
-would.
+plots `loss.png` and (for heads with an accuracy) `accuracy.png`. With `parallel.data: N` every
+step's batch is split over N devices and the parameters are replicated (`jaxbp.parallel`,
+docs/sharding.md); the batch size stays the global one, and in a multi-host run only process 0
+writes the run directory. Resuming restores params, optimizer state, step and the losses of the
+epoch in progress; since an epoch's batch order depends only on (seed, epoch), the resumed run
+ends where an uninterrupted one would, with the same metrics. A run directory is written only once
+the config, the data and (on resume) the checkpoint have been checked, and a new run never
+overwrites an old one.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,9 +48,12 @@ class Diverged(RuntimeError):
 
 
 class TrainState(NamedTuple):
+    """What a checkpoint holds; `losses` are the training losses of the epoch in progress so far."""
+
     params: Params
     opt_state: optax.OptState
     step: int
+    losses: Sequence[float] = ()
 
 
 def make_schedule(cfg: ScheduleConfig, learning_rate: float, steps_per_epoch: int, epochs: int) -> optax.Schedule:
@@ -136,10 +142,11 @@ def make_evaluate(net: Network, chunk: int = 1000):
 
 
 def save_checkpoint(path: Path, state: TrainState) -> None:
-    """Write params, optimizer state and step to `path` atomically (temporary file, then rename)."""
+    """Write the state to `path` atomically (temporary file, then rename)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, *jax.tree.leaves((state.params, state.opt_state)), step=state.step)
+        leaves = jax.tree.leaves((state.params, state.opt_state))
+        np.savez(f, *leaves, step=state.step, losses=np.asarray(state.losses, np.float64))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -149,18 +156,20 @@ def load_checkpoint(path: Path, template: TrainState) -> TrainState:
     """Read a checkpoint into the structure of `template` (a fresh state of the same config)."""
     leaves, treedef = jax.tree.flatten((template.params, template.opt_state))
     with np.load(path) as f:
-        saved = [f[f"arr_{i}"] for i in range(len(f.files) - 1)]
+        saved = [f[f"arr_{i}"] for i in range(sum(k.startswith("arr_") for k in f.files))]
         step = int(f["step"])
+        losses = [float(v) for v in f["losses"]] if "losses" in f.files else []
     if [(a.shape, a.dtype) for a in saved] != [(np.shape(a), np.asarray(a).dtype) for a in leaves]:
         raise ConfigError(f"checkpoint {path} does not match the config's model and optimizer")
     params, opt_state = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved])
-    return TrainState(params, opt_state, step)
+    return TrainState(params, opt_state, step, losses)
 
 
 def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Run `cfg`, writing everything to `workdir`; returns the summary (also `summary.json`).
 
-    With resume=True, continues from `workdir/checkpoint.npz`. Raises `Diverged` when the loss or
+    With resume=True, continues from `workdir/checkpoint.npz` (a run already complete returns its
+    summary); otherwise `workdir` must not hold a run yet. Raises `Diverged` when the loss or
     gradient is not finite, and saves a checkpoint before re-raising KeyboardInterrupt.
     """
     _parallel.initialize_from_env()
@@ -168,41 +177,53 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
     tc = cfg.train
     mesh = _parallel.data_mesh(cfg.parallel.data)
     _parallel.check_batch_size(mesh, tc.batch_size)
-    workdir = Path(workdir)
-    if primary:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    workdir, ckpt = Path(workdir), Path(workdir) / CHECKPOINT
+    _check_workdir(workdir, cfg, resume)
     net = build_model(cfg.model)
     ds = _data.load(cfg.data, net.in_shape, cfg.seed)
+    _data.check_labels(ds, net, cfg.data.name)
     steps_per_epoch = len(ds.x_train) // tc.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
             f"config key 'train.batch_size': got {tc.batch_size}, expected at most the {len(ds.x_train)} training examples"
         )
+    total_steps = tc.epochs * steps_per_epoch
     schedule = make_schedule(cfg.schedule, cfg.optimizer.learning_rate, steps_per_epoch, tc.epochs)
     optimizer = make_optimizer(cfg.optimizer, schedule)
     params = net.init(jax.random.key(cfg.seed))
     state = TrainState(params, optimizer.init(params), 0)
-    ckpt = workdir / CHECKPOINT
     if resume:
-        if not ckpt.is_file():
-            raise ConfigError(f"--resume {workdir}: no {CHECKPOINT} there to resume from")
         state = load_checkpoint(ckpt, state)
+        if state.step >= total_steps and (workdir / "summary.json").is_file():
+            return json.loads((workdir / "summary.json").read_text())
+    if primary:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     state = state._replace(params=_parallel.replicate(mesh, state.params), opt_state=_parallel.replicate(mesh, state.opt_state))
     save = save_checkpoint if primary else lambda path, state: None
     train_step = make_train_step(net, optimizer, tc.grad)
     grad_check = make_grad_check(net) if tc.verify_every else None
     evaluate = make_evaluate(net)
-    metrics = _Metrics(workdir / "metrics.jsonl" if primary else None, keep_until=state.step)
+    metrics = _Metrics(workdir / "metrics.jsonl", keep_until=state.step, write=primary)
 
     t_start, t_train, n_seen = time.perf_counter(), 0.0, 0
-    total_steps = tc.epochs * steps_per_epoch
-    epoch_losses: list[float] = []
     try:
-        while state.step < total_steps:
-            epoch, start = divmod(state.step, steps_per_epoch)
-            bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step", disable=None)
-            epoch_losses, window, t_epoch = [], [], time.perf_counter()
+        while True:
+            epoch, start = divmod(state.step, steps_per_epoch)  # epochs done, steps into the next
+            due = epoch % tc.eval_every == 0 or state.step == total_steps
+            if state.step and not start and due and not metrics.evaluated(state.step):
+                test_loss, test_acc = evaluate(state.params, ds.x_test, ds.y_test)
+                train_loss = float(np.mean(state.losses)) if state.losses else None
+                metrics.write(step=state.step, epoch=epoch, train_loss=train_loss, test_loss=test_loss, accuracy=test_acc)
+                tqdm.write(f"epoch {epoch}/{tc.epochs}: train loss {_fmt(train_loss, '.4f')}, "
+                           f"test loss {test_loss:.4f}, test accuracy {_fmt(test_acc, '.2%')}")
+            if state.step >= total_steps:
+                break
+            losses = list(state.losses) if start else []  # this epoch's, kept in the checkpoint
+            logged = max(_last_log(state.step, tc) - (state.step - start), 0)  # losses[logged:]: since the last log line
+            bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step",
+                       leave=False, disable=None)
+            t_epoch = time.perf_counter()
             for x, y in _data.batches(ds.x_train, ds.y_train, tc.batch_size, cfg.seed, epoch, start):
                 x, y = _parallel.shard_batch(mesh, x, y)
                 params, opt_state, loss, finite = train_step(state.params, state.opt_state, x, y)
@@ -212,40 +233,34 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
                         f"or a gradient entry, is not finite. Last good checkpoint: "
                         f"{ckpt if ckpt.exists() else 'none written yet'}. Try a smaller optimizer.learning_rate."
                     )
-                state = TrainState(params, opt_state, state.step + 1)
-                epoch_losses.append(float(loss))
-                window.append(float(loss))
+                losses.append(float(loss))
+                state = TrainState(params, opt_state, state.step + 1, losses)
                 n_seen += tc.batch_size
-                elapsed = time.perf_counter() - t_epoch
-                rate = (len(epoch_losses) * tc.batch_size) / max(elapsed, 1e-9)
+                rate = ((len(losses) - start) * tc.batch_size) / max(time.perf_counter() - t_epoch, 1e-9)
                 bar.update()
-                bar.set_postfix(loss=f"{np.mean(window):.4f}", ex_s=f"{rate:.0f}", refresh=False)
+                bar.set_postfix(loss=f"{np.mean(losses[logged:]):.4f}", ex_s=f"{rate:.0f}", refresh=False)
                 record: dict[str, Any] = {}
                 if grad_check and state.step % tc.verify_every == 0:
                     record["grad_check_error"] = float(grad_check(params, x, y))
                 if state.step % tc.log_every == 0 or record:
-                    metrics.write(step=state.step, epoch=state.step / steps_per_epoch, loss=float(np.mean(window)),
+                    metrics.write(step=state.step, epoch=state.step / steps_per_epoch, loss=float(np.mean(losses[logged:])),
                                   learning_rate=float(schedule(state.step - 1)), examples_per_s=rate, **record)
-                    window = []
+                    logged = len(losses)
                 if state.step % tc.checkpoint_every == 0:
                     save(ckpt, state)
             bar.close()
             t_train += time.perf_counter() - t_epoch
-            if (epoch + 1) % tc.eval_every == 0 or state.step == total_steps:
-                test_loss, test_acc = evaluate(state.params, ds.x_test, ds.y_test)
-                metrics.write(step=state.step, epoch=epoch + 1, train_loss=float(np.mean(epoch_losses)),
-                              test_loss=test_loss, accuracy=test_acc)
     except KeyboardInterrupt:
         save(ckpt, state)
         raise
     finally:
         metrics.close()
     save(ckpt, state)
-    test_loss, test_acc = evaluate(state.params, ds.x_test, ds.y_test)
+    test_loss, test_acc = metrics.evals.get(state.step) or evaluate(state.params, ds.x_test, ds.y_test)
     summary = {
         "test_accuracy": test_acc,
         "test_loss": test_loss,
-        "train_loss": float(np.mean(epoch_losses)) if epoch_losses else None,
+        "train_loss": float(np.mean(state.losses)) if state.losses else None,
         "epochs": tc.epochs,
         "steps": state.step,
         "wall_time_s": time.perf_counter() - t_start,
@@ -262,26 +277,84 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
     return summary
 
 
+def _check_workdir(workdir: Path, cfg: Config, resume: bool) -> None:
+    """ConfigError unless `workdir` can take this run: a directory (or nothing yet); holding a
+    checkpoint of the same data, model, seed and batch size if resuming, and no run otherwise."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"run directory {workdir}: exists and is not a directory; choose another --out")
+    if not resume:
+        if (workdir / CHECKPOINT).exists() or (workdir / "metrics.jsonl").exists():
+            raise ConfigError(
+                f"run directory {workdir} already holds a run; continue it with "
+                f"`jaxbp train --resume {workdir}`, or choose another --out"
+            )
+        return
+    if not (workdir / CHECKPOINT).is_file():
+        raise ConfigError(f"--resume {workdir}: no {CHECKPOINT} there to resume from")
+    saved_file = workdir / "config.yaml"
+    saved = _flatten(yaml.safe_load(saved_file.read_text()) or {}) if saved_file.is_file() else {}
+    for key, value in _flatten(cfg.to_dict()).items():
+        fixed = key in ("seed", "train.batch_size") or key.startswith(("data.", "model.")) and key != "data.data_dir"
+        if fixed and key in saved and saved[key] != value:
+            raise ConfigError(
+                f"--resume {workdir}: config key {key!r} was {saved[key]!r} in that run and is {value!r} now; "
+                f"the checkpoint's step counts batches of the run's own data, model, seed and batch size, "
+                f"so these cannot change on resume (start a new run with --out instead)"
+            )
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; mappings under `model.args` count as values."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and prefix + k != "model.args":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _last_log(step: int, tc) -> int:
+    """The last step <= `step` that wrote a running-loss line (and restarted its window)."""
+    marks = [step - step % tc.log_every] + ([step - step % tc.verify_every] if tc.verify_every else [])
+    return max(marks)
+
+
 class _Metrics:
     """Appends one JSON object per line to metrics.jsonl, after dropping lines past `keep_until`.
 
     On resume, records logged after the checkpoint being resumed are replayed, so they are dropped.
-    path None (a process other than 0 of a multi-host run) writes nothing.
+    Every process reads the kept records (to know which evaluations are done); only one with
+    write=True (process 0 of a multi-host run) writes.
     """
 
-    def __init__(self, path: Path | None, keep_until: int):
+    def __init__(self, path: Path, keep_until: int, write: bool = True):
+        lines = path.read_text().splitlines() if path.exists() else []
+        kept = [l for l in lines if json.loads(l)["step"] <= keep_until]
+        self.evals = {}  # step -> (test loss, accuracy) of the evaluations recorded
+        for line in kept:
+            self._note(json.loads(line))
         self.file = None
-        if path is None:
-            return
-        kept = [l for l in path.read_text().splitlines() if json.loads(l)["step"] <= keep_until] if path.exists() else []
-        path.write_text("".join(l + "\n" for l in kept))
-        self.file = open(path, "a")
+        if write:
+            path.write_text("".join(l + "\n" for l in kept))
+            self.file = open(path, "a")
+
+    def _note(self, record: dict[str, Any]) -> None:
+        if "test_loss" in record:
+            self.evals[record["step"]] = (record["test_loss"], record["accuracy"])
+
+    def evaluated(self, step: int) -> bool:
+        return step in self.evals
 
     def write(self, **record: Any) -> None:
-        if self.file is None:
-            return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        self._note(record)
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
 
     def close(self) -> None:
         if self.file is not None:
@@ -293,7 +366,8 @@ def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
 
 
 def plot(workdir: str | Path) -> None:
-    """loss.png (running training loss, test loss) and accuracy.png (test accuracy) per epoch."""
+    """loss.png (running training loss, test loss) and, when the head has one, accuracy.png
+    (test accuracy) per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -305,11 +379,13 @@ def plot(workdir: str | Path) -> None:
         "accuracy.png": [("test accuracy", "accuracy")],
     }
     for name, series in curves.items():
+        lines = {label: [(r["epoch"], r[key]) for r in records if r.get(key) is not None] for label, key in series}
+        lines = {label: points for label, points in lines.items() if points}
+        if not lines:  # e.g. no accuracy for a regression head
+            continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        for label, key in series:
-            points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
-            if points:
-                ax.plot(*zip(*points), label=label, marker="." if len(points) < 50 else None)
+        for label, points in lines.items():
+            ax.plot(*zip(*points), label=label, marker="." if len(points) < 50 else None)
         ax.set_xlabel("epoch")
         ax.set_ylabel(name.removesuffix(".png"))
         ax.grid(alpha=0.3)

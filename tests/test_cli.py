@@ -81,3 +81,45 @@ def test_check_covers_convolutional_networks(capsys, tfds_dir):
     rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
     assert [r[:2] for r in rows] == [[str(l), k] for l, ks in ((1, "Kb"), (3, "Kb"), (6, "Wb"), (7, "Wb"), (8, "Wb")) for k in ks]
     assert "ok" in out
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.time, "strftime", lambda fmt: "20261129-120000")
+    for lr in ("0.1", "0.01"):
+        assert cli.main(["train", "--set", "train.epochs=1", "--set", f"optimizer.learning_rate={lr}"]) == 0
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["iris_one_layer-20261129-120000", "iris_one_layer-20261129-120000-2"]
+    rates = [json.loads((tmp_path / "runs" / r / "summary.json").read_text())["config"]["optimizer"]["learning_rate"] for r in runs]
+    assert rates == [0.1, 0.01]
+
+
+def test_a_run_that_fails_its_checks_leaves_no_run_directory_behind(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--set", "train.batch_size=1000"]) == 2
+    assert "train.batch_size" in capsys.readouterr().err
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_ctrl_c_before_the_first_step_does_not_promise_a_checkpoint(tmp_path, monkeypatch, capsys):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli._data, "load", interrupt)
+    assert cli.main(["train", "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "checkpoint saved" not in err
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999999"])
+def test_a_seed_out_of_range_is_a_config_error(seed, capsys):
+    assert cli.main(["train", "--set", f"seed={seed}"]) == 2
+    assert "'seed': got" in capsys.readouterr().err
+
+
+def test_output_to_a_file_or_a_pipe_still_reports_every_evaluation(tmp_path):
+    result = _jaxbp("train", "--set", "train.epochs=3", "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [l for l in result.stdout.splitlines() if l.startswith("epoch ")]
+    assert [l.split(":")[0] for l in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("test accuracy" in l for l in lines)

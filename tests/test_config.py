@@ -69,3 +69,16 @@ def test_a_config_file_outside_the_package_can_use_a_packaged_base(tmp_path):
     (tmp_path / "mine.yaml").write_text("base: iris_two_layer\nseed: 7\n")
     cfg = config.load(tmp_path / "mine.yaml")
     assert (cfg.name, cfg.seed, cfg.model.name) == ("mine", 7, "two_layer_classifier")
+
+
+def test_a_local_config_named_like_its_packaged_base_extends_the_packaged_one(tmp_path):
+    (tmp_path / "iris_one_layer.yaml").write_text("base: iris_one_layer\ntrain: {epochs: 2}\n")
+    cfg = config.load(tmp_path / "iris_one_layer.yaml")
+    assert (cfg.train.epochs, cfg.model.name) == (2, "one_layer_classifier")
+
+
+def test_a_cycle_of_bases_is_a_config_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b\n")
+    (tmp_path / "b.yaml").write_text("base: a\n")
+    with pytest.raises(ConfigError, match="cycle: a.yaml -> b.yaml -> a.yaml"):
+        config.load(tmp_path / "a.yaml")

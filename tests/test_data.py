@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -75,3 +77,19 @@ def test_a_missing_dataset_says_where_it_looked_and_how_to_prepare_it(tmp_path):
         data.load(DataConfig(name="mnist", data_dir=str(tmp_path)), (784,))
     message = str(e.value)
     assert str(tmp_path / "mnist") in message and "tfds build mnist" in message and "data.data_dir" in message
+
+
+def test_a_prepared_copy_without_its_records_is_a_data_error(tmp_path, tfds_dir):
+    version = next((tfds_dir / "mnist").iterdir())
+    copy = tmp_path / "mnist" / version.name
+    copy.mkdir(parents=True)
+    for f in version.glob("*.json"):
+        shutil.copy(f, copy)
+    with pytest.raises(data.DataError, match="cannot be read.*tfds build mnist"):
+        data.load(DataConfig(name="mnist", data_dir=str(tmp_path), n_train=8, n_test=8), (784,))
+
+
+def test_a_constant_feature_is_centred_not_divided_by_zero():
+    ds = data.load(DataConfig(n_train=1), (4,))
+    assert np.all(np.isfinite(ds.x_train)) and np.all(np.isfinite(ds.x_test))
+    np.testing.assert_array_equal(ds.x_train, 0.0)

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from jaxbp import config, train
+from jaxbp import data as _data
 from jaxbp.train import TrainState
 
 
@@ -154,3 +155,109 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     good = train.load_checkpoint(tmp_path / train.CHECKPOINT, _state(cfg))
     assert good.step == step - 1
     assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(good.params))
+
+
+def _records(workdir, *keys):
+    """The metrics lines' values that do not depend on timing (loss, evaluations), in order."""
+    return [(r["step"], *(r.get(k) for k in keys)) for r in train.read_metrics(workdir)]
+
+
+def test_an_interrupted_evaluation_is_done_on_resume_and_the_metrics_match_an_uninterrupted_run(tmp_path, monkeypatch):
+    overrides = ("train.epochs=4", "train.log_every=3", "train.checkpoint_every=1000")
+    train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "whole")
+    make_evaluate = train.make_evaluate
+
+    def interrupted_evaluate(net):
+        evaluate, calls = make_evaluate(net), iter(range(1000))
+
+        def wrapped(*a):
+            if next(calls) == 1:  # Ctrl-C while evaluating epoch 2
+                raise KeyboardInterrupt
+            return evaluate(*a)
+
+        return wrapped
+
+    monkeypatch.setattr(train, "make_evaluate", interrupted_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut")
+    monkeypatch.setattr(train, "make_evaluate", make_evaluate)
+    train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut", resume=True)
+    keys = ("loss", "train_loss", "test_loss", "accuracy")
+    whole, cut = _records(tmp_path / "whole", *keys), _records(tmp_path / "cut", *keys)
+    assert [r[0] for r in cut if r[3] is not None] == [7, 14, 21, 28]  # every epoch evaluated once
+    np.testing.assert_allclose(np.array(cut, float), np.array(whole, float), rtol=1e-6)
+
+
+def test_a_mid_epoch_resume_logs_the_same_running_and_epoch_losses(tmp_path, monkeypatch):
+    overrides = ("train.epochs=2", "train.log_every=4", "train.checkpoint_every=1000")
+    train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "whole")
+    make_step = train.make_train_step
+
+    def interrupted_step(*args):
+        step, calls = make_step(*args), iter(range(1000))
+
+        def wrapped(*a):
+            if next(calls) == 10:  # step 11 of 14: three steps into the window that logs at 12
+                raise KeyboardInterrupt
+            return step(*a)
+
+        return wrapped
+
+    monkeypatch.setattr(train, "make_train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut")
+    monkeypatch.setattr(train, "make_train_step", make_step)
+    train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut", resume=True)
+    whole, cut = (_records(tmp_path / d, "loss", "train_loss", "test_loss") for d in ("whole", "cut"))
+    np.testing.assert_allclose(np.array(cut, float), np.array(whole, float), rtol=1e-6)
+
+
+def test_resuming_a_finished_run_keeps_its_summary(tmp_path):
+    first = train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2"), tmp_path)
+    again = train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2"), tmp_path, resume=True)
+    assert again == json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(first))
+    assert again["train_loss"] is not None and again["examples_per_s"] is not None
+
+
+def test_a_new_run_never_overwrites_a_run_directory(tmp_path):
+    train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2"), tmp_path)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(config.ConfigError, match=f"already holds a run.*--resume {tmp_path}"):
+        train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=1"), tmp_path)
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+    (tmp_path / "file").write_text("")
+    with pytest.raises(config.ConfigError, match="not a directory"):
+        train.train_and_evaluate(_cfg("iris_two_layer"), tmp_path / "file")
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("train.batch_size=8", "train.batch_size"), ("seed=3", "seed"), ("data.n_train=60", "data.n_train"),
+     ("model.args.activation=tanh", "model.args")],
+)
+def test_resume_refuses_a_config_that_changes_what_a_step_means_and_leaves_the_run_resumable(tmp_path, override, key):
+    train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=1"), tmp_path)
+    saved = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(config.ConfigError, match=f"'{key}' was .* in that run"):
+        train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2", override), tmp_path, resume=True)
+    assert (tmp_path / "config.yaml").read_text() == saved
+    resumed = train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2", "train.eval_every=2"), tmp_path, resume=True)
+    assert resumed["steps"] == 14
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [(("model.name=mlp", "model.args={sizes: [4, 8, 2]}"), "values in \\[0, 2\\)"),  # 3 iris classes, 2 outputs
+     (("model.name=logistic_regression", "model.args={n: 4}"), "sigmoid_bce")],  # classes 0-2 for a {0,1} head
+)
+def test_labels_that_do_not_fit_the_head_stop_the_run_before_it_writes_anything(tmp_path, overrides, words):
+    with pytest.raises(_data.DataError, match=f"data 'iris' .*{words}.*one_vs_rest"):
+        train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_regression_run_draws_no_empty_accuracy_plot(tmp_path):
+    cfg = _cfg("iris_one_layer", "model.name=multiple_linear_regression", "model.args={n: 4}",
+               "optimizer.learning_rate=0.01", "train.epochs=2")
+    assert train.train_and_evaluate(cfg, tmp_path)["test_accuracy"] is None
+    assert (tmp_path / "loss.png").is_file() and not (tmp_path / "accuracy.png").exists()
