@@ -54,8 +54,8 @@ class Head(NamedTuple):
     hessian_sqrt: Callable[[Array, Array], Array]
 
     def target(self, y: Array, m: int, dtype) -> Array:
-        """Labels y: (B,) or (B, m) -> dense targets (B, m) of `dtype` (one-hot for class ids)."""
-        if self.labels == "classes" and jnp.issubdtype(y.dtype, jnp.integer):
+        """Labels y: (B,) or (B, m) -> dense targets (B, m) of `dtype` (one-hot for (B,) class ids)."""
+        if self.labels == "classes" and jnp.issubdtype(y.dtype, jnp.integer) and y.ndim == 1:
             return jax.nn.one_hot(y, m, dtype=dtype)
         y = y.astype(dtype)
         return y[:, None] if y.ndim == 1 else y
@@ -135,7 +135,7 @@ def check_labels(head: Head, y, batch: int, m: int) -> None:
     """
     shape, dtype = np.shape(y), getattr(y, "dtype", np.asarray(y).dtype if _is_host(y) else None)
     is_int = dtype is not None and np.issubdtype(dtype, np.integer)
-    if head.labels == "classes" and is_int:
+    if head.labels == "classes" and is_int and len(shape) != 2:  # integer (B, m) rows are one-hot rows
         expected = f"class ids of shape ({batch},) with values in [0, {m})"
         if shape != (batch,):
             raise ValueError(f"y: expected {expected}, got shape {shape}")

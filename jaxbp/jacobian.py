@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.layers import Outer
-from jaxbp.network import Network, Params, fold, forward, unsegment
+from jaxbp.network import Network, Params, fold, forward, like_params, unsegment
 from jaxbp.params import offsets
 
 Array = jax.Array
@@ -73,29 +73,35 @@ def _value_and_grad(net: Network, params: Params, x: Array, y: Array) -> tuple[A
     loss = jnp.mean(head.loss(z, t))
     g = head.grad_z(z, t) / z.shape[0]  # Table 1, averaged over the batch: dl/dz^[L]
     grads = backward(net, saved, g, lambda layer, p, a, delta: layer.vjp_params(p, a, delta))
-    return loss, [unsegment(seg, gs) for seg, gs in zip(net.segments(), grads)]
+    return loss, like_params([unsegment(seg, gs) for seg, gs in zip(net.segments(), grads)], params)
 
 
-def _checked_jit(net: Network, fn):
-    """jax.jit of fn(net, params, x_batch, y_batch) taking one sample or a batch, validated.
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _jitted(net: Network, fn, params: Params, x: Array, y: Array, *extra):
+    """fn(net, params, x_batch, y_batch, *extra), jitted once per (net, fn) and shapes."""
+    if net.check_inputs(params, x, y):
+        return fn(net, params, x, y, *extra)
+    return fn(net, params, x[None], y[None], *extra)
 
-    Shapes are validated when the function is traced (once per shape); label values only when
-    y is a host (NumPy) array, so a step on device arrays pays no extra device round trip.
+
+def _checked_jit(net: Network, fn, *extra):
+    """A validated `(params, x, y) -> fn(net, params, x_batch, y_batch, *extra)` on one sample or a batch.
+
+    fn is a module-level function, so every function made for the same net shares one jit cache
+    (`jaxbp.grad_fn(net)(params, x, y)` in a loop compiles once). Shapes are validated when the
+    function is traced (once per shape); label values only when y is on the host (NumPy or a
+    list), so a step on device arrays pays no extra device round trip.
     """
     if not isinstance(net, Network):
         raise TypeError(f"net: expected a jaxbp.Network, got {type(net).__name__}")
 
-    @jax.jit
-    def jitted(params, x, y):
-        if net.check_inputs(params, x, y):
-            return fn(net, params, x, y)
-        return fn(net, params, x[None], y[None])
-
-    @functools.wraps(jitted)
     def call(params: Params, x: Array, y: Array):
-        if isinstance(y, np.ndarray):
+        x, y = (np.asarray(v) if isinstance(v, (list, tuple)) else v for v in (x, y))
+        if isinstance(y, np.ndarray):  # label values too, only on the host (no device round trip)
             net.check_inputs(params, x, y)
-        return jitted(params, x, y)
+        else:  # shapes are checked again when traced; params here, for an error free of tracers
+            net.check_params(params)
+        return _jitted(net, fn, params, x, y, *extra)
 
     return call
 
@@ -122,7 +128,11 @@ def grad_fn(net: Network):
 
     Same arguments and checks as `value_and_grad_fn`; grads has the structure of params.
     """
-    return _checked_jit(net, lambda *args: _value_and_grad(*args)[1])
+    return _checked_jit(net, _grad)
+
+
+def _grad(net: Network, params: Params, x: Array, y: Array) -> Params:
+    return _value_and_grad(net, params, x, y)[1]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -207,4 +217,6 @@ def jacobian(net: Network, params: Params, x: Array) -> Array:
     >>> jaxbp.jacobian(net, net.init(jax.random.key(0)), jnp.ones(4)).shape
     (3, 15)
     """
+    if not isinstance(net, Network):
+        raise TypeError(f"net: expected a jaxbp.Network, got {type(net).__name__}")
     return _jacobian(net, params, jnp.asarray(x), net.check_inputs(params, x))

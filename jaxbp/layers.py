@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp._checks import as_int
 from jaxbp.toeplitz import ConvGeometry, Padding, as_pair, conv_geometry
 
 Array = jax.Array
@@ -150,8 +151,7 @@ def layer_jacobian(a: Array, n_out: int) -> Array:
     a = jnp.asarray(a)
     if a.ndim != 1:
         raise ValueError(f"a: expected a vector of shape (n_in,), got shape {a.shape}")
-    if not isinstance(n_out, int) or n_out <= 0:
-        raise ValueError(f"n_out: expected a positive int, got {n_out!r}")
+    n_out = as_int(n_out, "n_out")
     eye = jnp.eye(n_out, dtype=a.dtype)
     return jnp.concatenate([jnp.kron(eye, a[None, :]), eye], axis=1)
 
@@ -199,8 +199,7 @@ class Conv2D:
     def __post_init__(self):
         if len(tuple(self.in_shape)) != 3:
             raise ValueError(f"in_shape: expected (H, W, C_in), got {self.in_shape!r}")
-        if not isinstance(self.out_channels, int) or self.out_channels < 1:
-            raise ValueError(f"out_channels: expected a positive int, got {self.out_channels!r}")
+        object.__setattr__(self, "out_channels", as_int(self.out_channels, "out_channels"))
         kh, kw = as_pair(self.kernel_size, "kernel_size")
         g = conv_geometry((kh, kw, self.in_shape[2], self.out_channels), self.in_shape, self.stride, self.padding)
         for name, value in (("in_shape", g.in_shape), ("kernel_size", (kh, kw)), ("stride", g.stride),
@@ -430,13 +429,15 @@ class MaxPool2D(_Pool2D):
     """z = max of each window; its Jacobian is the selection matrix of the argmax entries.
 
     Ties go to the first maximum in row-major window order, as `jax.grad` of
-    `lax.reduce_window(..., lax.max, ...)` does.
+    `lax.reduce_window(..., lax.max, ...)` does; `apply` picks that entry rather than taking
+    `jnp.max` (whose gradient splits ties evenly), so `jax.grad` of the network agrees.
     """
 
     def apply(self, p: Params, a: Array) -> Array:
         """a: (B, H, W, C) -> (B, H_o, W_o, C)."""
         del p
-        return jnp.max(self.windows(a), axis=-1)
+        win = self.windows(a)
+        return jnp.take_along_axis(win, jnp.argmax(win, axis=-1)[..., None], axis=-1)[..., 0]
 
     def vjp_input(self, p: Params, a: Array, delta: Array) -> Array:
         """delta: (B, H_o, W_o, C) -> S(a)^T delta: (B, H, W, C), delta routed to each window's argmax."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxbp import activations as _act
 from jaxbp import heads as _heads
+from jaxbp._checks import as_int
 from jaxbp.layers import Dense
 
 Array = jax.Array
@@ -44,8 +45,7 @@ class Stacked:
                 f"Stacked: the layer must map a shape to itself, got {self.layer.in_shape} -> "
                 f"{self.layer.out_shape}"
             )
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"Stacked: n must be a positive int, got {self.n!r}")
+        object.__setattr__(self, "n", as_int(self.n, "Stacked: n"))
 
     in_shape = property(lambda self: self.layer.in_shape)
     out_shape = property(lambda self: self.layer.out_shape)
@@ -84,6 +84,11 @@ class Network:
     head: str
 
     def __post_init__(self):
+        for name in ("layers", "activations"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, Sequence):
+                raise TypeError(f"{name}: expected a list or tuple, got {type(value).__name__} {value!r}")
+            object.__setattr__(self, name, tuple(value))  # hashable, so jit can take the net as static
         if len(self.layers) == 0:
             raise ValueError("layers: expected at least one layer, got an empty list")
         if len(self.activations) != len(self.layers) - 1:
@@ -152,7 +157,12 @@ class Network:
             )
         for l, (layer, p) in enumerate(zip(self.layers, params), start=1):
             want = layer.param_shapes
-            got = {k: tuple(np.shape(v)) for k, v in p.items()} if isinstance(p, dict) else p
+            got = {k: tuple(np.shape(v)) for k, v in p.items()} if isinstance(p, dict) else None
+            if got is None:
+                raise ValueError(
+                    f"params[{l - 1}] (layer {l}): expected a dict of arrays with shapes {want}, "
+                    f"got {f'an array of shape {tuple(p.shape)}' if hasattr(p, 'shape') else type(p).__name__}"
+                )
             if got != want:
                 raise ValueError(f"params[{l - 1}] (layer {l}): expected shapes {want}, got {got}")
 
@@ -198,6 +208,18 @@ class Network:
         return jnp.mean(self.head_fn.loss(z, self.head_fn.target(jnp.asarray(yb), self.m, z.dtype)))
 
 
+def input_dtype(params: Params, x: Array):
+    """The dtype a forward pass computes in: the first parameter array's (x's if there is none)."""
+    leaves = jax.tree.leaves(params)
+    return leaves[0].dtype if leaves else x.dtype
+
+
+def like_params(tree, params: Params):
+    """Each leaf of `tree` (params' structure, leaves possibly with extra leading axes) cast to the
+    dtype of its parameter, as jax.grad returns cotangents in the dtype of their primals."""
+    return jax.tree.map(lambda v, p: v.astype(p.dtype), tree, params)
+
+
 def _add_batch(y):
     return np.asarray(y)[None] if not isinstance(y, jax.Array) else y[None]
 
@@ -237,7 +259,7 @@ def forward(net: Network, params: Params, x: Array, keep: bool = False):
     takes f'^[l] from a^[l] (the next layer's saved input), as reverse-mode autodiff does, which
     saves one activation-sized array per layer.
     """
-    dtype = params[0][next(iter(params[0]))].dtype if params and params[0] else x.dtype
+    dtype = input_dtype(params, x)
     a = x.astype(dtype) if jnp.issubdtype(dtype, jnp.floating) else x
     saved = []
     for seg in net.segments():
@@ -271,8 +293,7 @@ def mlp(
     43
     """
     sizes = list(sizes)
-    if scan is not None and (not isinstance(scan, int) or scan < 2):
-        raise ValueError(f"scan: expected None or an int >= 2, got {scan!r}")
+    scan = None if scan is None else as_int(scan, "scan", minimum=2)
     if len(sizes) < 2:
         raise ValueError(f"sizes: expected at least [n_0, n_1], got {sizes}")
     bad = [n for n in sizes if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0]

@@ -16,8 +16,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxbp._checks import as_float
 from jaxbp.jacobian import _checked_jit, backward
-from jaxbp.network import Network, Params, fold, forward, unsegment
+from jaxbp.network import Network, Params, fold, forward, like_params, unsegment
 
 Array = jax.Array
 
@@ -48,10 +49,11 @@ def _per_example_grads(net: Network, params: Params, x: Array, y: Array) -> Para
     saved, g = _deltas_from_losses(net, params, x, y)
     grads = backward(net, saved, g, per_example_vjp_params)
     # a Stacked entry's per-layer results come stacked (n, B, ...); the batch axis goes first
-    return [
+    grads = [
         jax.tree.map(lambda v: jnp.moveaxis(v, 0, 1), gs) if seg.scanned else gs[0]
         for seg, gs in zip(net.segments(), grads)
     ]
+    return like_params(grads, params)
 
 
 def _sq_norms_and_deltas(net: Network, params: Params, x: Array, y: Array):
@@ -65,7 +67,7 @@ def _per_example_grad_norms(net: Network, params: Params, x: Array, y: Array) ->
     return jnp.sqrt(_sq_norms_and_deltas(net, params, x, y)[2])
 
 
-def _clipped_grad(net: Network, max_norm, params: Params, x: Array, y: Array) -> Params:
+def _clipped_grad(net: Network, params: Params, x: Array, y: Array, max_norm: Array) -> Params:
     saved, out, sq = _sq_norms_and_deltas(net, params, x, y)
     norms = jnp.sqrt(sq)
     # c_b = min(1, C / ||g_b||) (C / 0 = inf gives 1); the mean's 1/B folded in
@@ -79,7 +81,7 @@ def _clipped_grad(net: Network, max_norm, params: Params, x: Array, y: Array) ->
             return carry, seg.layer.vjp_params(p, a, c * d)  # sum_b c_b a_b delta_b^T
 
         grads.append(unsegment(seg, fold(seg, step, None, (ps, ys, o))[1]))
-    return grads
+    return like_params(grads, params)
 
 
 def per_example_grads(net: Network):
@@ -124,6 +126,4 @@ def clipped_grad_fn(net: Network, max_norm: float):
     form, then each layer contracts sum_b c_b a_b delta_b^T, as `grad_fn` does with c_b = 1/B.
     grads has the structure of params.
     """
-    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0:
-        raise ValueError(f"max_norm: expected a positive number, got {max_norm!r}")
-    return _checked_jit(net, lambda *args: _clipped_grad(args[0], float(max_norm), *args[1:]))
+    return _checked_jit(net, _clipped_grad, as_float(max_norm, "max_norm", "a positive number", lambda v: v > 0))

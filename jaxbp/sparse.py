@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxbp._checks import as_float, as_int
+
 Array = jax.Array
 
 
@@ -68,10 +70,9 @@ def hard_threshold(
     """
     if (sparsity is None) == (k is None):
         raise ValueError(f"hard_threshold: give exactly one of sparsity and k, got sparsity={sparsity!r}, k={k!r}")
-    if sparsity is not None and not (isinstance(sparsity, (int, float)) and 0 <= sparsity < 1):
-        raise ValueError(f"sparsity: expected a fraction in [0, 1), got {sparsity!r}")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise ValueError(f"k: expected a positive int, got {k!r}")
+    if sparsity is not None:
+        sparsity = as_float(sparsity, "sparsity", "a fraction in [0, 1)", lambda v: 0 <= v < 1)
+    k = None if k is None else as_int(k, "k")
     if scope not in ("global", "layer"):
         raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
     if scope == "layer" and k is not None:

@@ -323,3 +323,17 @@ def test_bad_layer_arguments():
     with pytest.raises(ValueError, match="b: expected"):
         jaxbp.conv_to_dense(jnp.ones((2, 2, 1, 3)), jnp.ones(2), (4, 4, 1))
     assert conv_geometry((3, 3), (5, 5), 2, "same").out_shape == (3, 3, 1)
+
+
+def test_max_pool_ties_go_to_the_first_maximum_in_jaxbp_and_in_jax_grad_of_the_network():
+    """At a tie both jaxbp's Jacobian and jax.grad of jaxbp's own network pick the first argmax,
+    as jax.grad of `lax.reduce_window` does (jnp.max would split the gradient between the ties)."""
+    specs, acts = [("conv", 1, (1, 1)), ("max", (2, 2)), ("flatten",)], ["identity"] * 3
+    net = build((2, 2, 2), specs, acts, 2)
+    params = random_params(net, 0, jnp.float64)
+    params[0] = {"K": jnp.ones((1, 1, 2, 1)), "b": jnp.zeros(1)}
+    x = jnp.array([[[1.0, 2.0], [2.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]])[None]  # two pixels convolve to 3
+    y = jnp.array([1])
+    ref = jax.grad(lambda p: oracle_loss(specs, acts, p, x, y))(params)
+    assert_rel_close(jaxbp.grad_fn(net)(params, x, y), ref, jnp.float64)
+    assert_rel_close(jax.grad(net.loss)(params, x, y), ref, jnp.float64)

@@ -92,3 +92,12 @@ def test_ntk_rejects_wrong_input_shape():
     net = jaxbp.models.two_layer_classifier()
     with pytest.raises(ValueError, match="x: expected shape"):
         jaxbp.empirical_ntk(net)(net.init(jax.random.key(0)), jnp.ones((2, 4)), jnp.ones((2, 5)))
+
+
+def test_empirical_ntk_of_a_network_that_starts_with_a_flatten():
+    net = jaxbp.Network((jaxbp.Flatten((2, 3)), jaxbp.Dense(6, 4), jaxbp.Dense(4, 3)), ("identity", "tanh"), "softmax_ce")
+    params = random_params(net, 0, jnp.float64)
+    x1 = jax.random.normal(jax.random.key(1), (3, 2, 3), jnp.float64)
+    x2 = jax.random.normal(jax.random.key(2), (2, 2, 3), jnp.float64)
+    J1, J2 = jacrev_theta(net, params, x1), jacrev_theta(net, params, x2)
+    assert_rel_close(jaxbp.empirical_ntk(net)(params, x1, x2), jnp.einsum("bip,cjp->bcij", J1, J2), jnp.float64)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 
 import jaxbp
+from jaxbp.jacobian import _jitted
 from helpers import assert_rel_close, jacrev_theta, random_labels, random_params
 
 HEADS = ["softmax_ce", "sigmoid_bce", "identity_mse"]
@@ -110,14 +111,15 @@ def test_gradient_matches_finite_differences():
         np.testing.assert_allclose(float(g @ v), float(fd), rtol=1e-7)
 
 
-def test_grad_fn_traces_once_per_shape():
+def test_grad_fns_compile_once_per_net_and_shape_even_when_made_anew_for_each_call():
     net = jaxbp.models.two_layer_classifier()
-    vg = jaxbp.value_and_grad_fn(net)
     params = net.init(jax.random.key(0), jnp.float32)
     x = np.ones((8, 4), np.float32)
-    for y in (np.zeros(8, int), np.ones(8, int)):
-        vg(params, x, y)
-    assert vg.__wrapped__._cache_size() == 1
+    _jitted.clear_cache()
+    for y in (np.zeros(8, int), np.ones(8, int)):  # `jaxbp.grad_fn(net)(...)` inline, as with jax.grad
+        jaxbp.value_and_grad_fn(net)(params, x, y)
+        jaxbp.grad_fn(net)(params, x, y)
+    assert _jitted._cache_size() == 2
 
 
 def test_large_logits_give_finite_loss_and_gradient():
@@ -133,3 +135,40 @@ def test_large_logits_give_finite_loss_and_gradient():
         assert np.isfinite(loss) and loss >= 1500
         assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
         assert_rel_close(grads, jax.grad(net.loss)(params, x, y), jnp.float64)
+
+
+def test_python_lists_are_inputs_and_labels_like_arrays():
+    net = jaxbp.mlp([4, 5, 3])
+    params = net.init(jax.random.key(0))
+    x, y = [[0.5, -1.0, 2.0, 0.0], [1.0, 1.0, -1.0, 3.0]], [0, 2]
+    expected = jax.grad(net.loss)(params, jnp.array(x), jnp.array(y))
+    assert_rel_close(jaxbp.grad_fn(net)(params, x, y), expected, jnp.float32)
+    with pytest.raises(ValueError, match=r"got values in \[0, 3\]"):
+        jaxbp.grad_fn(net)(params, x, [0, 3])
+
+
+def test_integer_one_hot_rows_are_one_hot_rows():
+    net = jaxbp.mlp([4, 5, 3])
+    params = net.init(jax.random.key(0))
+    x, y = jax.random.normal(jax.random.key(1), (6, 4)), jnp.array([0, 2, 1, 1, 0, 2])
+    for rows in (jax.nn.one_hot(y, 3, dtype=jnp.int32), np.eye(3, dtype=np.int64)[np.asarray(y)]):
+        assert_rel_close(jaxbp.grad_fn(net)(params, x, rows), jax.grad(net.loss)(params, x, y), jnp.float32)
+
+
+@pytest.mark.parametrize("first", ["dense", "flatten"])
+def test_gradients_come_in_the_dtype_of_their_parameters(first):
+    """As jax.grad returns cotangents in their primal's dtype, for mixed and low precision params."""
+    layers = [jaxbp.Dense(6, 5), jaxbp.Dense(5, 3)]
+    net = jaxbp.Network(([jaxbp.Flatten((2, 3))] if first == "flatten" else []) + layers,
+                        ["identity"] * (first == "flatten") + ["tanh"], "softmax_ce")
+    params = net.init(jax.random.key(0))
+    params[-2] = jax.tree.map(lambda v: v.astype(jnp.bfloat16), params[-2])
+    x = jax.random.normal(jax.random.key(1), (4, *net.in_shape))
+    y = jnp.array([0, 2, 1, 1])
+    ref = jax.grad(net.loss)(params, x, y)
+    for got in (jaxbp.grad_fn(net)(params, x, y), jaxbp.clipped_grad_fn(net, 1e6)(params, x, y),
+                jaxbp.ggn_diagonal(net)(params, x, y),
+                jax.tree.map(lambda v: v[0], jaxbp.per_example_grads(net)(params, x, y))):
+        assert jax.tree.map(lambda v: v.dtype, got) == jax.tree.map(lambda v: v.dtype, ref)
+    np.testing.assert_allclose(np.asarray(jaxbp.grad_fn(net)(params, x, y)[-1]["W"], np.float32),
+                               np.asarray(ref[-1]["W"], np.float32), rtol=2e-2, atol=2e-3)

@@ -90,7 +90,7 @@ def test_theta_of_the_wrong_length():
         ({"sizes": [4, 2.5]}, r"positive int"),
         ({"sizes": [4, 3], "activation": "swish"}, r"activation: unknown activation 'swish'"),
         ({"sizes": [4, 3], "head": "softmax"}, r"head: unknown head 'softmax'; expected one of"),
-        ({"sizes": [4, 3], "scan": 1}, r"scan: expected None or an int >= 2, got 1"),
+        ({"sizes": [4, 3], "scan": 1}, r"scan: expected an int >= 2, got 1"),
     ],
 )
 def test_bad_network_descriptions(kwargs, match):
@@ -114,3 +114,36 @@ def test_layer_jacobian_arguments():
         jaxbp.layer_jacobian(jnp.ones((2, 2)), 3)
     with pytest.raises(ValueError, match="n_out: expected a positive int, got 0"):
         jaxbp.layer_jacobian(jnp.ones(2), 0)
+
+
+def test_a_params_entry_that_is_not_a_dict_names_the_layer_and_the_expected_dict():
+    bad = [PARAMS[0]["W"], PARAMS[1]]
+    for call in (lambda: jaxbp.grad_fn(NET)(bad, X, jnp.asarray(Y)), lambda: NET.loss(bad, X, Y)):
+        with pytest.raises(ValueError, match=r"params\[0\] \(layer 1\): expected a dict of arrays .* got an array of shape \(4, 5\)"):
+            call()
+
+
+def test_networks_spelled_with_lists_are_networks_and_a_bare_string_is_not_a_list():
+    net = jaxbp.Network([jaxbp.Dense(4, 5), jaxbp.Dense(5, 3)], ["relu"], "softmax_ce")
+    assert net == NET and hash(net) == hash(NET)
+    np.testing.assert_array_equal(jaxbp.jacobian(net, PARAMS, X), jaxbp.jacobian(NET, PARAMS, X))
+    with pytest.raises(TypeError, match="activations: expected a list or tuple, got str 'relu'"):
+        jaxbp.Network([jaxbp.Dense(4, 5), jaxbp.Dense(5, 3)], "relu", "softmax_ce")
+    with pytest.raises(TypeError, match="net: expected a jaxbp.Network, got str"):
+        jaxbp.jacobian("net", PARAMS, X)
+
+
+def test_numpy_and_jax_scalars_are_accepted_wherever_a_number_is():
+    assert jaxbp.Conv2D((8, 8, 1), np.int64(6), 3).out_channels == 6
+    assert jaxbp.Stacked(jaxbp.Dense(3, 3), np.int64(2)).n == 2
+    assert jaxbp.mlp([4, 5, 5, 5, 3], scan=np.int64(2)) == jaxbp.mlp([4, 5, 5, 5, 3], scan=2)
+    np.testing.assert_array_equal(jaxbp.layer_jacobian(jnp.ones(2), np.int64(2)), jaxbp.layer_jacobian(jnp.ones(2), 2))
+    g = {"w": jnp.arange(1.0, 7.0)}
+    for kwargs in ({"sparsity": np.float32(0.5)}, {"k": np.int64(3)}, {"k": jnp.array(3)}):
+        updates, _ = jaxbp.sparse.hard_threshold(**kwargs).update(g, None, jax.tree.map(jnp.zeros_like, g))
+        assert int(jnp.count_nonzero(updates["w"])) == 3
+    for C in (np.float32(1.0), jnp.array(1.0)):
+        np.testing.assert_array_equal(jaxbp.clipped_grad_fn(NET, C)(PARAMS, X, Y)[0]["W"],
+                                      jaxbp.clipped_grad_fn(NET, 1.0)(PARAMS, X, Y)[0]["W"])
+    with pytest.raises(ValueError, match=r"out_channels: expected a positive int, got np.float64\(6.0\)"):
+        jaxbp.Conv2D((8, 8, 1), np.float64(6.0), 3)

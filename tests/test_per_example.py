@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jaxbp
+from jaxbp.jacobian import _jitted
 from helpers import assert_rel_close, random_labels, random_params, structure_cases
 from layers_protocol_only import protocol_only
 
@@ -81,10 +82,12 @@ def test_probability_labels_with_mass_not_one():
 def test_per_example_functions_trace_once_per_shape():
     net = jaxbp.models.two_layer_classifier()
     params = net.init(jax.random.key(0), jnp.float32)
-    for fn in (jaxbp.per_example_grads(net), jaxbp.per_example_grad_norms(net), jaxbp.clipped_grad_fn(net, 1.0)):
+    _jitted.clear_cache()
+    for make in (jaxbp.per_example_grads, jaxbp.per_example_grad_norms, lambda net: jaxbp.clipped_grad_fn(net, 1.0)):
         for y in (np.zeros(8, int), np.ones(8, int)):
-            fn(params, np.ones((8, 4), np.float32), y)
-        assert fn.__wrapped__._cache_size() == 1
+            make(net)(params, np.ones((8, 4), np.float32), y)
+    jaxbp.clipped_grad_fn(net, 2.0)(params, np.ones((8, 4), np.float32), y)  # the clip norm is an argument
+    assert _jitted._cache_size() == 3
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, "1", None, True])

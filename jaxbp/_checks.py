@@ -1,0 +1,33 @@
+"""Argument checks shared by the public constructors; each error names the argument and its value.
+
+Python, NumPy and 0-d JAX numbers are all accepted (values often come from configs or arrays);
+bools are not numbers here.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+
+def as_int(value: Any, name: str, minimum: int = 1) -> int:
+    """`value` as a Python int >= minimum, else a ValueError naming `name`."""
+    try:
+        n = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        n = None
+    if n is None or n < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    return n
+
+
+def as_float(value: Any, name: str, expected: str, ok=lambda v: True) -> float:
+    """`value` as a Python float for which ok(value) holds, else a ValueError naming `name`."""
+    try:
+        v = None if isinstance(value, (bool, str)) or value is None else float(value)
+    except (TypeError, ValueError):
+        v = None
+    if v is None or not ok(v):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return v
