@@ -97,10 +97,8 @@ def _checked_jit(net: Network, fn, *extra):
 
     def call(params: Params, x: Array, y: Array):
         x, y = (np.asarray(v) if isinstance(v, (list, tuple)) else v for v in (x, y))
-        if isinstance(y, np.ndarray):  # label values too, only on the host (no device round trip)
+        if isinstance(y, np.ndarray):  # label values are checked on the host only (no device round trip)
             net.check_inputs(params, x, y)
-        else:  # shapes are checked again when traced; params here, for an error free of tracers
-            net.check_params(params)
         return _jitted(net, fn, params, x, y, *extra)
 
     return call
