@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import jax
@@ -89,26 +90,32 @@ def test_schedules_follow_their_formulas_after_warmup(name):
     np.testing.assert_allclose([lr(10 + i) for i in t], expected, rtol=1e-5)
 
 
-def test_resume_after_ctrl_c_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, monkeypatch):
-    overrides = ("train.epochs=3", "optimizer.name=momentum", "schedule.name=cosine", "train.checkpoint_every=1000")
-    whole = train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "whole")
-    make_step = train.make_train_step
+def _interrupted_run(cfg, workdir, monkeypatch, factory: str, call: int) -> None:
+    """Run cfg into workdir with Ctrl-C at the `call`-th (0-based) call of the function that
+    `train.<factory>` makes (the train step, the evaluation), as a user would press it."""
+    make = getattr(train, factory)
 
-    def interrupted_step(*args):
-        step = make_step(*args)
-        calls = iter(range(1000))
+    def interrupting(*args):
+        fn, calls = make(*args), itertools.count()
 
         def wrapped(*a):
-            if next(calls) == 10:  # mid-way through epoch 2 (7 steps per epoch)
+            if next(calls) == call:
                 raise KeyboardInterrupt
-            return step(*a)
+            return fn(*a)
 
         return wrapped
 
-    monkeypatch.setattr(train, "make_train_step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut")
-    monkeypatch.setattr(train, "make_train_step", make_step)
+    with monkeypatch.context() as m:
+        m.setattr(train, factory, interrupting)
+        with pytest.raises(KeyboardInterrupt):
+            train.train_and_evaluate(cfg, workdir)
+
+
+def test_resume_after_ctrl_c_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    overrides = ("train.epochs=3", "optimizer.name=momentum", "schedule.name=cosine", "train.checkpoint_every=1000")
+    whole = train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "whole")
+    # Ctrl-C at step 11, mid-way through epoch 2 (7 steps per epoch)
+    _interrupted_run(_cfg("iris_two_layer", *overrides), tmp_path / "cut", monkeypatch, "make_train_step", 10)
     template = _state(_cfg("iris_two_layer", *overrides))
     assert train.load_checkpoint(tmp_path / "cut" / train.CHECKPOINT, template).step == 10
     resumed = train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut", resume=True)
@@ -165,22 +172,8 @@ def _records(workdir, *keys):
 def test_an_interrupted_evaluation_is_done_on_resume_and_the_metrics_match_an_uninterrupted_run(tmp_path, monkeypatch):
     overrides = ("train.epochs=4", "train.log_every=3", "train.checkpoint_every=1000")
     train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "whole")
-    make_evaluate = train.make_evaluate
-
-    def interrupted_evaluate(net):
-        evaluate, calls = make_evaluate(net), iter(range(1000))
-
-        def wrapped(*a):
-            if next(calls) == 1:  # Ctrl-C while evaluating epoch 2
-                raise KeyboardInterrupt
-            return evaluate(*a)
-
-        return wrapped
-
-    monkeypatch.setattr(train, "make_evaluate", interrupted_evaluate)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut")
-    monkeypatch.setattr(train, "make_evaluate", make_evaluate)
+    # Ctrl-C while evaluating epoch 2
+    _interrupted_run(_cfg("iris_two_layer", *overrides), tmp_path / "cut", monkeypatch, "make_evaluate", 1)
     train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut", resume=True)
     keys = ("loss", "train_loss", "test_loss", "accuracy")
     whole, cut = _records(tmp_path / "whole", *keys), _records(tmp_path / "cut", *keys)
@@ -191,22 +184,8 @@ def test_an_interrupted_evaluation_is_done_on_resume_and_the_metrics_match_an_un
 def test_a_mid_epoch_resume_logs_the_same_running_and_epoch_losses(tmp_path, monkeypatch):
     overrides = ("train.epochs=2", "train.log_every=4", "train.checkpoint_every=1000")
     train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "whole")
-    make_step = train.make_train_step
-
-    def interrupted_step(*args):
-        step, calls = make_step(*args), iter(range(1000))
-
-        def wrapped(*a):
-            if next(calls) == 10:  # step 11 of 14: three steps into the window that logs at 12
-                raise KeyboardInterrupt
-            return step(*a)
-
-        return wrapped
-
-    monkeypatch.setattr(train, "make_train_step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut")
-    monkeypatch.setattr(train, "make_train_step", make_step)
+    # Ctrl-C at step 11 of 14, three steps into the window that logs at step 12
+    _interrupted_run(_cfg("iris_two_layer", *overrides), tmp_path / "cut", monkeypatch, "make_train_step", 10)
     train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut", resume=True)
     whole, cut = (_records(tmp_path / d, "loss", "train_loss", "test_loss") for d in ("whole", "cut"))
     np.testing.assert_allclose(np.array(cut, float), np.array(whole, float), rtol=1e-6)
