@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,8 +52,8 @@ def _choice(options) -> dict:
     return {"check": (lambda v: v in options, "one of: " + ", ".join(map(str, options)))}
 
 
-_POSITIVE = {"check": (lambda v: v > 0, "a number > 0")}
-_NONNEG = {"check": (lambda v: v >= 0, "a number >= 0")}
+_POSITIVE = {"check": (lambda v: 0 < v < math.inf, "a finite number > 0")}
+_NONNEG = {"check": (lambda v: 0 <= v < math.inf, "a finite number >= 0")}
 _FRACTION = {"check": (lambda v: 0 < v < 1, "a number in (0, 1)")}
 
 

@@ -114,7 +114,7 @@ def _iris(test_fraction: float, seed: int):
 def _tfds(cfg: DataConfig, split: str, n: int | None) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow_datasets as tfds  # slow to import; only runs that need it pay
 
-    data_dir = Path(cfg.data_dir or os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
+    data_dir = Path(cfg.data_dir or os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets").expanduser()
     if not list((data_dir / cfg.name).glob("*/dataset_info.json")):
         raise DataError(
             f"data set {cfg.name!r} not found: looked for a prepared copy in {data_dir / cfg.name} "

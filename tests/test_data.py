@@ -72,6 +72,12 @@ def test_a_model_input_that_does_not_fit_the_data_is_a_data_error(tfds_dir):
         data.load(DataConfig(name="mnist", data_dir=str(tfds_dir), n_train=8, n_test=8), (100,))
 
 
+def test_a_data_dir_under_home_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(data.DataError, match=f"looked for a prepared copy in {tmp_path}/tfds/mnist"):
+        data.load(DataConfig(name="mnist", data_dir="~/tfds"), (784,))
+
+
 def test_a_missing_dataset_says_where_it_looked_and_how_to_prepare_it(tmp_path):
     with pytest.raises(data.DataError) as e:
         data.load(DataConfig(name="mnist", data_dir=str(tmp_path)), (784,))
