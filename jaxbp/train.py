@@ -215,8 +215,9 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
                 test_loss, test_acc = evaluate(state.params, ds.x_test, ds.y_test)
                 train_loss = float(np.mean(state.losses)) if state.losses else None
                 metrics.write(step=state.step, epoch=epoch, train_loss=train_loss, test_loss=test_loss, accuracy=test_acc)
-                tqdm.write(f"epoch {epoch}/{tc.epochs}: train loss {_fmt(train_loss, '.4f')}, "
-                           f"test loss {test_loss:.4f}, test accuracy {_fmt(test_acc, '.2%')}")
+                if epoch % max(tc.epochs // 20, 1) == 0 or state.step == total_steps:  # about 20 lines a run
+                    tqdm.write(f"epoch {epoch}/{tc.epochs}: train loss {_fmt(train_loss, '.4f')}, "
+                               f"test loss {test_loss:.4f}, test accuracy {_fmt(test_acc, '.2%')}")
             if state.step >= total_steps:
                 break
             losses = list(state.losses) if start else []  # this epoch's, kept in the checkpoint

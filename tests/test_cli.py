@@ -117,9 +117,10 @@ def test_a_seed_out_of_range_is_a_config_error(seed, capsys):
     assert "'seed': got" in capsys.readouterr().err
 
 
-def test_output_to_a_file_or_a_pipe_still_reports_every_evaluation(tmp_path):
-    result = _jaxbp("train", "--set", "train.epochs=3", "--out", "run", cwd=tmp_path)
+@pytest.mark.parametrize("epochs, shown", [(3, [1, 2, 3]), (50, [*range(2, 51, 2)]), (45, [*range(2, 45, 2), 45])])
+def test_output_to_a_file_or_a_pipe_still_reports_the_evaluations(tmp_path, epochs, shown):
+    result = _jaxbp("train", "--set", f"train.epochs={epochs}", "--out", "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = [l for l in result.stdout.splitlines() if l.startswith("epoch ")]
-    assert [l.split(":")[0] for l in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert [l.split(":")[0] for l in lines] == [f"epoch {e}/{epochs}" for e in shown]
     assert all("test accuracy" in l for l in lines)
