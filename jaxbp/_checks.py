@@ -7,7 +7,7 @@ bools are not numbers here.
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, Callable
 
 
 def as_int(value: Any, name: str, minimum: int = 1) -> int:
@@ -22,7 +22,7 @@ def as_int(value: Any, name: str, minimum: int = 1) -> int:
     return n
 
 
-def as_float(value: Any, name: str, expected: str, ok=lambda v: True) -> float:
+def as_float(value: Any, name: str, expected: str, ok: Callable[[float], bool]) -> float:
     """`value` as a Python float for which ok(value) holds, else a ValueError naming `name`."""
     try:
         v = None if isinstance(value, (bool, str)) or value is None else float(value)

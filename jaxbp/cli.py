@@ -11,7 +11,6 @@ Exit codes: 0 success, 1 divergence or a failed check, 2 a user error (bad confi
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import time
 from pathlib import Path
@@ -90,14 +89,14 @@ def _cmd_train(args) -> int:
 def _new_run_dir(base: Path) -> Path:
     """Create and return `base`, or `base-2`, `base-3`, ... if taken (runs started the same second)."""
     base.parent.mkdir(parents=True, exist_ok=True)
-    for i in itertools.count(1):
-        path = base if i == 1 else base.with_name(f"{base.name}-{i}")
+    path, i = base, 1
+    while True:
         try:
-            path.mkdir()
+            path.mkdir()  # atomic: of two runs racing for a name, one gets it
             return path
         except FileExistsError:
-            continue
-    raise AssertionError("unreachable")
+            i += 1
+            path = base.with_name(f"{base.name}-{i}")
 
 
 def _print_summary(s: dict, workdir: Path) -> None:

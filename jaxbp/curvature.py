@@ -55,7 +55,8 @@ def _ggn_diagonal(net: Network, params: Params, x: Array, y: Array) -> Params:
     z, saved = forward(net, params, x, keep=True)
     S = head.hessian_sqrt(z, head.target(y, net.m, z.dtype))  # (B, R, m), S_b^T S_b = H_b
     diag = backward(net, saved, S, sum_sq_vjp_params)
-    return like_params([jax.tree.map(lambda v: v / x.shape[0], unsegment(s, d)) for s, d in zip(net.segments(), diag)], params)
+    diag = [jax.tree.map(lambda v: v / x.shape[0], unsegment(s, d)) for s, d in zip(net.segments(), diag)]
+    return like_params(diag, params)
 
 
 def _rows(net: Network, params: Params, x: Array):
@@ -69,7 +70,8 @@ def _rows(net: Network, params: Params, x: Array):
 @functools.partial(jax.jit, static_argnums=0)
 def _empirical_ntk(net: Network, params: Params, x1: Array, x2: Array) -> Array:
     rows1, rows2 = _rows(net, params, x1), _rows(net, params, x2)
-    K = jnp.zeros((x1.shape[0], x2.shape[0], net.m, net.m), jnp.result_type(*jax.tree.leaves(params), input_dtype(params, x1)))
+    dtype = jnp.result_type(*jax.tree.leaves(params), input_dtype(params, x1))  # of every block's product
+    K = jnp.zeros((x1.shape[0], x2.shape[0], net.m, net.m), dtype)
     for seg, o1, o2 in zip(net.segments(), rows1, rows2):
         ps = params[seg.index] if seg.scanned else [params[seg.index]]
 
