@@ -39,6 +39,8 @@ def test_overrides_are_parsed_as_yaml():
         ("optimizer.name=adamw", ["'optimizer.name'", "'adamw'", "sgd, momentum, nesterov, adam"]),
         ("optimizer.learning_rate=-1", ["'optimizer.learning_rate'", "-1", "> 0"]),
         ("optimizer.learning_rate=.inf", ["'optimizer.learning_rate'", "inf", "a finite number > 0"]),
+        ("optimizer.learning_rate=0", ["'optimizer.learning_rate'", "got 0", "> 0"]),
+        ("train.batch_size=0", ["'train.batch_size'", "got 0", "> 0"]),
         ("optimizer.weight_decay=.nan", ["'optimizer.weight_decay'", "nan", "a finite number >= 0"]),
         ("train.epochs=ten", ["'train.epochs'", "'ten'", "an integer"]),
         ("train.epochs=2.5", ["'train.epochs'", "2.5", "an integer"]),

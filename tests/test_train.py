@@ -6,6 +6,7 @@ import itertools
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -240,3 +241,29 @@ def test_a_regression_run_draws_no_empty_accuracy_plot(tmp_path):
                "optimizer.learning_rate=0.01", "train.epochs=2")
     assert train.train_and_evaluate(cfg, tmp_path)["test_accuracy"] is None
     assert (tmp_path / "loss.png").is_file() and not (tmp_path / "accuracy.png").exists()
+
+
+def test_logged_learning_rates_are_the_ones_each_step_used_and_the_last_epoch_is_evaluated(tmp_path):
+    """optax counts steps from 0, so step t (1-based, as logged) used schedule(t - 1); with an epoch
+    count that eval_every does not divide, the last epoch is still evaluated and recorded."""
+    cfg = _cfg("iris_two_layer", "train.epochs=3", "train.eval_every=2", "schedule.name=cosine",
+               "schedule.warmup_epochs=1")
+    summary = train.train_and_evaluate(cfg, tmp_path)
+    schedule = train.make_schedule(cfg.schedule, cfg.optimizer.learning_rate, 7, 3)
+    records = train.read_metrics(tmp_path)
+    logged = [(r["step"], r["learning_rate"]) for r in records if "learning_rate" in r]
+    assert logged[0] == (1, 0.0) and len(logged) == 21
+    np.testing.assert_allclose([lr for _, lr in logged], [float(schedule(t - 1)) for t, _ in logged], rtol=1e-6)
+    evals = [(r["step"], r["epoch"], r["test_loss"]) for r in records if "test_loss" in r]
+    assert [e[:2] for e in evals] == [(14, 2), (21, 3)]
+    assert evals[-1][2] == pytest.approx(summary["test_loss"])
+
+
+def test_binary_accuracy_counts_z_above_zero_against_the_0_1_targets():
+    net = config.build_model(config.ModelConfig("logistic_regression", {"n": 3}))
+    params = [{"W": jnp.array([[1.0], [-2.0], [0.5]]), "b": jnp.array([-0.25])}]
+    x = jax.random.normal(jax.random.key(0), (40, 3))
+    y = (jax.random.uniform(jax.random.key(1), (40,)) < 0.5).astype(jnp.int32)
+    z = x @ params[0]["W"] + params[0]["b"][None]
+    _, acc = train.make_evaluate(net, chunk=16)(params, x, y)
+    assert 0 < acc < 1 and acc == pytest.approx(float(jnp.mean((z[:, 0] > 0) == (y == 1))))
