@@ -79,7 +79,8 @@ def hard_threshold(
         raise ValueError("k: a count of kept entries applies to scope='global'; use sparsity for 'layer'")
 
     def init(params: Any) -> optax.EmptyState:
-        del params
+        if not jax.tree.leaves(params):
+            raise ValueError("hard_threshold: params holds no arrays, so there is nothing to keep")
         return optax.EmptyState()
 
     def update(updates, state, params=None):

@@ -109,7 +109,9 @@ def test_hard_threshold_rejects_bad_arguments(kwargs, match):
         jaxbp.sparse.hard_threshold(**kwargs)
 
 
-def test_update_without_params_is_an_error():
+def test_update_without_params_and_init_without_arrays_are_errors():
     tx = jaxbp.sparse.hard_threshold(0.5)
     with pytest.raises(ValueError, match="needs params"):
-        tx.update({"w": jnp.ones(3)}, tx.init(None))
+        tx.update({"w": jnp.ones(3)}, tx.init({"w": jnp.ones(3)}))
+    with pytest.raises(ValueError, match="params holds no arrays"):
+        tx.init({})
