@@ -33,9 +33,10 @@ def test_derivative_from_output_matches_jax_grad(name, dtype):
     assert_rel_close(act.df_from_f(act.f(z)), expected, dtype, f"{name}: f' from f(z) vs jax.grad")
 
 
-def test_relu_derivative_at_zero_follows_jax():
-    relu = jaxbp.activations.get("relu")
+def test_relu_and_leaky_relu_derivatives_at_zero_follow_jax():
+    relu, leaky = (jaxbp.activations.get(n) for n in ("relu", "leaky_relu"))
     assert relu.df(jnp.zeros(1))[0] == jax.grad(jax.nn.relu)(0.0) == 0.0
+    assert leaky.df(jnp.zeros(1))[0] == jax.grad(jax.nn.leaky_relu)(0.0) == 1.0
 
 
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])

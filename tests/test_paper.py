@@ -47,7 +47,7 @@ def test_one_layer_jacobian_is_3x15_and_gradient_is_J_transpose_yhat_minus_y():
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
-def test_two_layer_blocks_are_3x18_and_3x25(activation):
+def test_two_layer_blocks_are_3x18_and_3x25_and_pull_back_grad_z2(activation):
     net = jaxbp.models.two_layer_classifier(activation=activation)  # Fig. 5: 4 -> 5 -> 3
     params = random_params(net, 2, F64)
     x = np.array([6.3, 2.9, 5.6, 1.8])
@@ -63,6 +63,12 @@ def test_two_layer_blocks_are_3x18_and_3x25(activation):
     expected = W2.T @ np.diag(d1) @ printed_block(x, 5)
     np.testing.assert_allclose(J[:, 18:], expected, rtol=1e-12, atol=1e-12)
     assert_rel_close(J, jacrev_theta(net, params, x), F64)
+    # Section 3.2's gradient (erratum 13): J^T grad_{z^[2]} l(y, f^[2](z^[2])), softmax + CE here
+    y = np.eye(3)[2]
+    grad_z2 = jax.grad(lambda z: -jnp.sum(y * jax.nn.log_softmax(z)))(net.apply(params, x))
+    grad = jaxbp.ravel(net, jaxbp.grad_fn(net)(params, x, y))
+    assert_rel_close(grad, J.T @ np.asarray(grad_z2), F64)
+    assert_rel_close(grad, jaxbp.ravel(net, jax.grad(net.loss)(params, x, y)), F64)
 
 
 def test_lenet_300_100_blocks_and_gradient():
