@@ -211,7 +211,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
         while True:
             epoch, start = divmod(state.step, steps_per_epoch)  # epochs done, steps into the next
             due = epoch % tc.eval_every == 0 or state.step == total_steps
-            if state.step and not start and due and not metrics.evaluated(state.step):
+            if state.step and not start and due and state.step not in metrics.evals:
                 test_loss, test_acc = evaluate(state.params, ds.x_test, ds.y_test)
                 train_loss = float(np.mean(state.losses)) if state.losses else None
                 metrics.write(step=state.step, epoch=epoch, train_loss=train_loss, test_loss=test_loss, accuracy=test_acc)
@@ -239,12 +239,13 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
                 n_seen += tc.batch_size
                 rate = ((len(losses) - start) * tc.batch_size) / max(time.perf_counter() - t_epoch, 1e-9)
                 bar.update()
-                bar.set_postfix(loss=f"{np.mean(losses[logged:]):.4f}", ex_s=f"{rate:.0f}", refresh=False)
+                running = float(np.mean(losses[logged:]))  # the loss since the last log line
+                bar.set_postfix(loss=f"{running:.4f}", ex_s=f"{rate:.0f}", refresh=False)
                 record: dict[str, Any] = {}
                 if grad_check and state.step % tc.verify_every == 0:
                     record["grad_check_error"] = float(grad_check(params, x, y))
                 if state.step % tc.log_every == 0 or record:
-                    metrics.write(step=state.step, epoch=state.step / steps_per_epoch, loss=float(np.mean(losses[logged:])),
+                    metrics.write(step=state.step, epoch=state.step / steps_per_epoch, loss=running,
                                   learning_rate=float(schedule(state.step - 1)), examples_per_s=rate, **record)
                     logged = len(losses)
                 if state.step % tc.checkpoint_every == 0:
@@ -347,9 +348,6 @@ class _Metrics:
     def _note(self, record: dict[str, Any]) -> None:
         if "test_loss" in record:
             self.evals[record["step"]] = (record["test_loss"], record["accuracy"])
-
-    def evaluated(self, step: int) -> bool:
-        return step in self.evals
 
     def write(self, **record: Any) -> None:
         self._note(record)
