@@ -11,11 +11,18 @@ parameter values. For context it also times `jax.jit(jax.grad(...))` of the netw
 with `jax.lax.scan` over stacked params (JAX's own autodiff on the `Stacked` layout).
 
     python benchmarks/deep_mlp.py [--depths 8 32 128 512] [--repeats 20] [--scan 64]
+    python benchmarks/deep_mlp.py --profile 128   # where each step's time goes, per XLA op
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import gzip
+import json
+import pathlib
+import re
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -46,27 +53,63 @@ def _cross_entropy(z, y):
     return jnp.mean(jax.nn.logsumexp(z, axis=-1) - jnp.take_along_axis(z, y[:, None], 1)[:, 0])
 
 
+def profile(fns: dict, steps: int = 5) -> None:
+    """Print, per zero-argument function, the time its steps spend in each XLA op (summed over the
+    op's calls, e.g. once per loop iteration), from a `jax.profiler` trace of `steps` steps.
+
+    A loop's ops are listed, not the loop; ops that ran concurrently on the two cores both count,
+    so the column can add up to more than the step's wall time."""
+    for name, f in fns.items():
+        for _ in range(3):
+            jax.block_until_ready(f())
+        with tempfile.TemporaryDirectory() as d:
+            with jax.profiler.trace(d, create_perfetto_trace=True):
+                for _ in range(steps):
+                    jax.block_until_ready(f())
+            trace = json.load(gzip.open(next(pathlib.Path(d).rglob("*.trace.json.gz"))))
+        ms, calls = collections.Counter(), collections.Counter()
+        for e in trace["traceEvents"]:
+            op = re.sub(r"\.\d+$", "", e.get("name", ""))  # fusion.12 -> fusion
+            skip = op == "while" or op.startswith(("Thunk", "$", "Slinky", "Pjit", "Common", "end:"))
+            if e.get("ph") == "X" and not skip:
+                ms[op] += e["dur"] / 1e3 / steps
+                calls[op] += 1
+        print(f"{name}: ms per step in each op (calls per step)")
+        for op, t in ms.most_common(12):
+            print(f"  {t:8.2f}  ({calls[op] // steps:4d})  {op}")
+
+
+def _contenders(depth: int, scan: int):
+    """The depth's network, its params in jaxbp's, the list and the Stacked layout (same values),
+    and the jitted jaxbp, unrolled jax.grad and scanned jax.grad steps."""
+    sizes = [WIDTH] * depth + [10]
+    net = jaxbp.mlp(sizes, activation="tanh", scan=scan)
+    params = net.init(jax.random.key(0))
+    theta = jaxbp.ravel(net, params)
+    listed, stacked = (jaxbp.unravel(jaxbp.mlp(sizes, activation="tanh", scan=k), theta) for k in (None, 2))
+    ours = jax.jit(lambda p, x, y: _value_and_grad(net, p, x, y)[1])
+    return net, (params, listed, stacked), (ours, jax.jit(jax.grad(unrolled_loss)), jax.jit(jax.grad(scanned_loss)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depths", type=int, nargs="+", default=[8, 32, 128, 512])
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--scan", type=int, default=64, help="mlp's scan threshold for jaxbp")
+    ap.add_argument("--profile", type=int, metavar="DEPTH", help="print a per-op profile at DEPTH instead")
     args = ap.parse_args()
     x = jax.random.normal(jax.random.key(1), (BATCH, WIDTH))
     y = jax.random.randint(jax.random.key(2), (BATCH,), 0, 10)
+    if args.profile:
+        _, (params, listed, _), (ours, ref, _) = _contenders(args.profile, args.scan)
+        profile({"jaxbp": lambda: ours(params, x, y), "unrolled jax.grad": lambda: ref(listed, x, y)})
+        return
     print(f"{'depth':>6} {'jaxbp':>9} {'compile jaxbp s':>16} {'compile jax s':>14} {'compile ratio':>14} "
           f"{'step jaxbp ms':>14} {'step jax ms':>12} {'step ratio':>11} {'scanned jax ms':>15} "
           f"{'ratio to scanned':>17}")
     compiles = {}
     for depth in args.depths:
-        sizes = [WIDTH] * depth + [10]
-        net = jaxbp.mlp(sizes, activation="tanh", scan=args.scan)
-        params = net.init(jax.random.key(0))
-        theta = jaxbp.ravel(net, params)
-        listed, stacked = (jaxbp.unravel(jaxbp.mlp(sizes, activation="tanh", scan=k), theta)
-                           for k in (None, 2))
-        ours = jax.jit(lambda p, x, y, net=net: _value_and_grad(net, p, x, y)[1])
-        ref, scanned = jax.jit(jax.grad(unrolled_loss)), jax.jit(jax.grad(scanned_loss))
+        net, (params, listed, stacked), (ours, ref, scanned) = _contenders(depth, args.scan)
         c_ours, c_ref = compile_time(ours, params, x, y), compile_time(ref, listed, x, y)
         compiles[depth] = c_ours
         t = interleaved({"ours": lambda: ours(params, x, y), "ref": lambda: ref(listed, x, y),
