@@ -119,6 +119,8 @@ def _print_summary(s: dict, workdir: Path) -> None:
 
 
 def _cmd_check(args) -> int:
+    if args.batch < 1:
+        raise _config.ConfigError(f"--batch: expected a positive number of examples, got {args.batch}")
     cfg = _config.load(args.config, args.overrides)
     net = _config.build_model(cfg.model)
     ds = _data.load(cfg.data, net.in_shape, cfg.seed)

@@ -42,6 +42,8 @@ def test_a_config_error_exits_2_with_one_line_and_no_traceback(tmp_path):
         (["train", "smoke", "--set", "data.data_dir=/nonexistent"], "tfds build mnist"),
         (["train", "--resume", "/nonexistent"], "not a run directory"),
         (["check", "iris_one_layer", "--set", "train.batch_size=0"], "'train.batch_size'"),
+        (["check", "iris_one_layer", "--batch", "0"], "--batch: expected a positive number of examples, got 0"),
+        (["check", "iris_one_layer", "--batch", "-3"], "got -3"),
     ],
 )
 def test_user_errors_exit_2_with_a_message(argv, message, capsys):
