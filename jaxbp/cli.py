@@ -26,6 +26,7 @@ from jaxbp.jacobian import grad_fn, jacobian
 from jaxbp.params import offsets, ravel, unravel
 
 DEFAULT_CONFIG = "iris_one_layer"
+SET_HELP = "override one config key, e.g. optimizer.learning_rate=0.01 (repeatable; a YAML value)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,13 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a config; writes a run directory")
     train.add_argument("config", nargs="?", help=f"YAML path or packaged name (default: {DEFAULT_CONFIG}; "
                        "with --resume: the run's saved config)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE", help=SET_HELP)
     train.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<timestamp>)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.set_defaults(run=_cmd_train)
     check = sub.add_parser("check", help="compare jaxbp's gradient and Jacobian with jax.grad/jax.jacrev")
-    check.add_argument("config")
-    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    check.add_argument("config", help="YAML path or packaged name")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE", help=SET_HELP)
     check.add_argument("--batch", type=int, default=4, help="examples for the Jacobian check (default 4)")
     check.set_defaults(run=_cmd_check)
     return parser

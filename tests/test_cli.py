@@ -52,6 +52,15 @@ def test_user_errors_exit_2_with_a_message(argv, message, capsys):
     assert err.startswith(f"jaxbp {argv[0]}: error:") and message in err
 
 
+@pytest.mark.parametrize("command", ["train", "check"])
+def test_help_describes_every_argument(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "override one config key" in out and "YAML path or packaged name" in out
+
+
 def test_divergence_exits_1_and_names_the_step(tmp_path, capsys):
     argv = ["train", "--out", str(tmp_path), "--set", "model={name: multiple_linear_regression, args: {n: 4}}",
             "--set", "optimizer.learning_rate=1e6"]
