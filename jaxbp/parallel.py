@@ -54,7 +54,7 @@ def data_mesh(n: int | str = "auto") -> Mesh:
         raise ConfigError(
             f"config key 'parallel.data': got {n}, but {len(devices)} device(s) are visible "
             f"({devices[0].platform}); on CPU, XLA_FLAGS=--xla_force_host_platform_device_count={n} "
-            "before jax is imported gives n host devices"
+            f"before jax is imported gives {n} host devices"
         )
     if jax.process_count() > 1 and n != len(devices):
         raise ConfigError(

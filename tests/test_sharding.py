@@ -11,10 +11,13 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from conftest import REPO, TOL
+from jaxbp import parallel
+from jaxbp.config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +55,9 @@ def test_a_2_epoch_sharded_lenet_300_100_run_follows_the_one_device_loss_curve(s
 
 def test_a_batch_size_not_divisible_by_the_device_count_is_a_config_error(sharded):
     assert "'train.batch_size': got 30, expected a multiple of the 4 devices" in sharded["runs"]["indivisible"]
+
+
+def test_more_devices_than_visible_is_a_config_error_that_says_how_to_force_them():
+    n = len(jax.devices()) + 1
+    with pytest.raises(ConfigError, match=f"device_count={n} before jax is imported gives {n} host devices"):
+        parallel.data_mesh(n)
