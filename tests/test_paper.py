@@ -79,6 +79,14 @@ def test_lenet_300_100_blocks_and_gradient():
     J = jaxbp.jacobian(net, params, x)
     assert J.shape == (10, 1010 + 30100 + 235500)
     assert_rel_close(J, jacrev_theta(net, params, x), F64)
+    # erratum 17: layer 3's block is [I (x) a2^T, I] with no chain factor, layer 2's uses a1
+    (W1, b1), (W2, b2), (W3, _) = ((np.asarray(p["W"]), np.asarray(p["b"])) for p in params)
+    a1 = np.maximum(np.asarray(x) @ W1 + b1, 0)
+    z2 = a1 @ W2 + b2
+    a2 = np.maximum(z2, 0)
+    np.testing.assert_allclose(J[:, :1010], printed_block(a2, 10), rtol=1e-12, atol=1e-12)
+    expected = W3.T @ np.diag((z2 > 0) * 1.0) @ printed_block(a1, 100)
+    np.testing.assert_allclose(J[:, 1010:31110], expected, rtol=1e-10, atol=1e-12)
     xb = jax.random.uniform(jax.random.key(1), (16, 784), F64)
     y = np.arange(16) % 10
     assert_rel_close(
