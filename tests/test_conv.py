@@ -59,6 +59,24 @@ def test_convolution_is_cross_correlation_not_flipped():
     np.testing.assert_array_equal(jaxbp.toeplitz(K, (3, 3)) @ X.reshape(-1), [0.0, 1.0, 3.0, 4.0])
 
 
+def test_toeplitz_is_doubly_block_toeplitz_not_diagonal_constant_and_stride_subsamples_rows():
+    """Erratum 21: block (i, r) of T(K), output row i against input row r, depends on r - i only
+    and is itself diagonal-constant, while T(K) as a whole is not; stride 2 keeps every 2nd row."""
+    H, W, kh, kw = 5, 6, 3, 2
+    K = jnp.asarray(np.random.default_rng(3).normal(size=(kh, kw)))
+    T = np.asarray(jaxbp.toeplitz(K, (H, W)))
+    Ho, Wo = H - kh + 1, W - kw + 1
+    blocks = T.reshape(Ho, Wo, H, W).transpose(0, 2, 1, 3)  # (Ho, H) grid of (Wo, W) blocks
+    for i in range(Ho):
+        for r in range(H):
+            np.testing.assert_array_equal(blocks[i, r], blocks[0, r - i] if r >= i else 0)
+            B = blocks[i, r]
+            assert all(B[a, c] == B[a + 1, c + 1] for a in range(Wo - 1) for c in range(W - 1))
+    assert T[Wo - 1, Wo - 1] != T[Wo, Wo]  # across a block boundary the diagonal changes
+    T2 = np.asarray(jaxbp.toeplitz(K, (H, W), stride=2))
+    np.testing.assert_array_equal(T2, T.reshape(Ho, Wo, -1)[::2, ::2].reshape(-1, H * W))
+
+
 paddings = st.one_of(
     st.sampled_from(["VALID", "SAME"]),
     st.tuples(st.tuples(st.integers(0, 2), st.integers(0, 2)), st.tuples(st.integers(0, 2), st.integers(0, 2))),
