@@ -9,6 +9,7 @@ optax transformation to chain after any optimiser, so the training step stays th
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 from typing import Any
 
 import jax
@@ -46,7 +47,12 @@ def _keep_largest(v: Array, k: int) -> Array:
 
 
 def _n_keep(n: int, k: int | None, sparsity: float | None) -> int:
-    return k if k is not None else n - int(sparsity * n)
+    """How many of n entries to keep: k, or n - floor(sparsity n).
+
+    The floor is taken of the decimal the user wrote (Fraction(repr(sparsity))), not of the
+    float product: 0.29 * 100 is 28.999999999999996 in binary, and 29 of 100 is what 0.29 means.
+    """
+    return k if k is not None else n - int(Fraction(repr(sparsity)) * n)
 
 
 def hard_threshold(

@@ -100,6 +100,14 @@ def test_iht_training_stays_sparse_and_lowers_the_loss():
     assert np.count_nonzero(jaxbp.ravel(net, params)) == net.n_params - int(0.5 * net.n_params)
 
 
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_sparsity_zeroes_the_floor_of_the_fraction_as_written(scope):
+    """0.29 of 100 entries zeroes 29 of them, though 0.29 * 100 is 28.999999999999996 in floats."""
+    v = jnp.arange(1.0, 101.0, dtype=jnp.float64)[::-1]
+    new = _step(jaxbp.sparse.hard_threshold(0.29, scope=scope), {"v": jnp.zeros(100)}, {"v": v})
+    np.testing.assert_array_equal(new["v"], np.where(np.asarray(v) > 29, v, 0))
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({}, "exactly one"), ({"sparsity": 0.5, "k": 3}, "exactly one"), ({"sparsity": 1.0}, "sparsity"),
     ({"k": 0}, "k:"), ({"sparsity": 0.5, "scope": "leaf"}, "scope"), ({"k": 3, "scope": "layer"}, "k:"),
