@@ -47,12 +47,16 @@ def _keep_largest(v: Array, k: int) -> Array:
 
 
 def _n_keep(n: int, k: int | None, sparsity: float | None) -> int:
-    """How many of n entries to keep: k, or n - floor(sparsity n).
+    """How many of n entries to keep: k (at most n), or n - floor(sparsity n).
 
     The floor is taken of the decimal the user wrote (Fraction(repr(sparsity))), not of the
     float product: 0.29 * 100 is 28.999999999999996 in binary, and 29 of 100 is what 0.29 means.
     """
-    return k if k is not None else n - int(Fraction(repr(sparsity)) * n)
+    if k is None:
+        return n - int(Fraction(repr(sparsity)) * n)
+    if k > n:
+        raise ValueError(f"k: expected at most the {n} entries of params, got {k}; pass k <= {n} or a sparsity")
+    return k
 
 
 def hard_threshold(
@@ -67,7 +71,8 @@ def hard_threshold(
 
     Args:
       sparsity: the fraction of entries to zero, in [0, 1); keeps n - floor(sparsity n) of n.
-      k: instead of sparsity, the number of entries to keep (scope="global" only).
+      k: instead of sparsity, the number of entries to keep (scope="global" only), at most the
+        number of entries of params (`init` and `update` raise a ValueError otherwise).
       scope: "global" ranks all entries of all leaves together; "layer" keeps the same fraction
         of every leaf (W and b of each layer separately).
 
@@ -87,6 +92,8 @@ def hard_threshold(
     def init(params: Any) -> optax.EmptyState:
         if not jax.tree.leaves(params):
             raise ValueError("hard_threshold: params holds no arrays, so there is nothing to keep")
+        if scope == "global":
+            _n_keep(sum(jnp.size(v) for v in jax.tree.leaves(params)), k, sparsity)
         return optax.EmptyState()
 
     def update(updates, state, params=None):

@@ -108,6 +108,18 @@ def test_sparsity_zeroes_the_floor_of_the_fraction_as_written(scope):
     np.testing.assert_array_equal(new["v"], np.where(np.asarray(v) > 29, v, 0))
 
 
+def test_k_above_the_number_of_entries_is_an_error():
+    """k > P would silently train dense; k = P keeps every entry."""
+    net, params, grads = _setup()
+    tx = jaxbp.sparse.hard_threshold(k=net.n_params + 1)
+    for call in (lambda: tx.init(params), lambda: tx.update(grads, optax.EmptyState(), params)):
+        with pytest.raises(ValueError, match=f"k: expected at most the {net.n_params} entries of params, got 120"):
+            call()
+    dense = _step(optax.identity(), params, grads)
+    np.testing.assert_array_equal(jaxbp.ravel(net, _step(jaxbp.sparse.hard_threshold(k=net.n_params), params, grads)),
+                                  jaxbp.ravel(net, dense))
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({}, "exactly one"), ({"sparsity": 0.5, "k": 3}, "exactly one"), ({"sparsity": 1.0}, "sparsity"),
     ({"k": 0}, "k:"), ({"sparsity": 0.5, "scope": "leaf"}, "scope"), ({"k": 3, "scope": "layer"}, "k:"),
