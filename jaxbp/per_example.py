@@ -124,6 +124,10 @@ def clipped_grad_fn(net: Network, max_norm: float):
     with clip norm C = max_norm, before noise: add N(0, sigma^2 C^2 I) / B to it for DP-SGD.
     One forward and one backward pass: the norms come from the saved (a_b, delta_b) in closed
     form, then each layer contracts sum_b c_b a_b delta_b^T, as `grad_fn` does with c_b = 1/B.
-    grads has the structure of params.
+    grads has the structure of params. max_norm: a positive number, or a traced scalar inside
+    the caller's `jax.jit`/`jax.vmap` (a clip norm adapted during training, Andrew et al. 2021),
+    which cannot be checked and is trusted.
     """
-    return _checked_jit(net, _clipped_grad, as_float(max_norm, "max_norm", "a positive number", lambda v: v > 0))
+    if not isinstance(max_norm, jax.core.Tracer):
+        max_norm = as_float(max_norm, "max_norm", "a positive number", lambda v: v > 0)
+    return _checked_jit(net, _clipped_grad, max_norm)

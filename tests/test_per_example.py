@@ -90,6 +90,19 @@ def test_per_example_functions_trace_once_per_shape():
     assert _jitted._cache_size() == 3
 
 
+def test_clip_norm_may_be_traced_in_the_callers_jit_and_vmap():
+    """An adaptive clip norm C lives in the jitted step; against clipping vmapped jax.grad."""
+    net, plain, params, x, y = _case(2, "softmax_ce", jnp.float64)
+    ref = _oracle_per_example_grads(plain, params, x, y)
+    norms = np.asarray(_oracle_norms(ref))
+    Cs = np.quantile(norms, [0.25, 0.75])
+    clipped = lambda C: jaxbp.clipped_grad_fn(net, C)(params, x, jnp.asarray(y))  # noqa: E731
+    got = [jax.jit(clipped)(Cs[0]), jax.tree.map(lambda v: v[1], jax.vmap(clipped)(jnp.asarray(Cs)))]
+    for C, g in zip(Cs, got):
+        c = np.minimum(1.0, C / norms)
+        assert_rel_close(g, jax.tree.map(lambda v: jnp.tensordot(jnp.asarray(c), v, axes=1) / B, ref), jnp.float64)
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, "1", None, True])
 def test_clipped_grad_fn_rejects_bad_max_norm(bad):
     with pytest.raises(ValueError, match="max_norm"):
