@@ -74,7 +74,8 @@ def hard_threshold(
       k: instead of sparsity, the number of entries to keep (scope="global" only), at most the
         number of entries of params (`init` and `update` raise a ValueError otherwise).
       scope: "global" ranks all entries of all leaves together; "layer" keeps the same fraction
-        of every leaf (W and b of each layer separately).
+        of every leaf (W and b of each layer separately; a `Stacked` entry's W, (n, n_in, n_out),
+        is one leaf, ranked across its n layers).
 
     Returns:
       An `optax.GradientTransformation` whose `update` requires params.
