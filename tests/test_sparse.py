@@ -71,9 +71,9 @@ def test_sparsity_fraction_and_layer_scope():
         sizes = [v.size for v in jax.tree.leaves(new)]
         kept = [np.count_nonzero(v) for v in jax.tree.leaves(new)]
         if scope == "global":
-            assert sum(kept) == sum(sizes) - int(0.9 * sum(sizes))
+            assert sum(kept) == sum(sizes) - 9 * sum(sizes) // 10
         else:
-            assert kept == [n - int(0.9 * n) for n in sizes]
+            assert kept == [n - 9 * n // 10 for n in sizes]
             for v, w in zip(jax.tree.leaves(new), jax.tree.leaves(dense)):
                 v, w = np.asarray(v).ravel(), np.asarray(w).ravel()
                 assert np.abs(w[v == 0]).max(initial=0) <= np.abs(w[v != 0]).min()
