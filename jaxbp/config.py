@@ -86,6 +86,7 @@ class OptimizerConfig:
     # mini-batch stochastic IHT (jaxbp.sparse.hard_threshold): after every step keep only the
     # largest-magnitude parameters, zeroing this fraction of them; 0: dense training
     sparsity: float = field(default=0.0, metadata={"check": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a fraction in [0, 1)")})
+    # "global": rank all parameters together; "layer": zero that fraction of every array (W, b) alone
     sparsity_scope: str = field(default="global", metadata=_choice(("global", "layer")))
 
 

@@ -105,7 +105,7 @@ def per_example_grads(net: Network):
 def per_example_grad_norms(net: Network):
     """A jitted `(params, x, y) -> norms`: ||grad_theta l_b||_2 for each example, shape (B,).
 
-    Never materialises a per-example gradient: each Dense layer contributes
+    Never materialises a Dense layer's per-example gradient: each Dense layer contributes
     (||a^[l-1]_b||^2 + 1) ||delta^[l]_b||^2 to the squared norm (other layers: their
     `per_example_sq_norms`, or the norms of their generic per-example gradients).
 
