@@ -45,6 +45,11 @@ class Stacked:
                 f"Stacked: the layer must map a shape to itself, got {self.layer.in_shape} -> "
                 f"{self.layer.out_shape}"
             )
+        if self.layer.size == 0:
+            raise ValueError(
+                f"Stacked: {type(self.layer).__name__} has no parameters, so there is nothing to stack; "
+                "repeat it in the layer list instead"
+            )
         object.__setattr__(self, "n", as_int(self.n, "Stacked: n"))
 
     in_shape = property(lambda self: self.layer.in_shape)

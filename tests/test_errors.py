@@ -147,3 +147,10 @@ def test_numpy_and_jax_scalars_are_accepted_wherever_a_number_is():
                                       jaxbp.clipped_grad_fn(NET, 1.0)(PARAMS, X, Y)[0]["W"])
     with pytest.raises(ValueError, match=r"out_channels: expected a positive int, got np.float64\(6.0\)"):
         jaxbp.Conv2D((8, 8, 1), np.float64(6.0), 3)
+
+
+def test_stacked_rejects_a_layer_without_parameters_or_one_that_changes_the_shape():
+    with pytest.raises(ValueError, match="Stacked: AvgPool2D has no parameters, so there is nothing to stack"):
+        jaxbp.Stacked(jaxbp.AvgPool2D((4, 4, 1), (1, 1)), 2)
+    with pytest.raises(ValueError, match=r"Stacked: the layer must map a shape to itself, got \(4,\) -> \(3,\)"):
+        jaxbp.Stacked(jaxbp.Dense(4, 3), 2)
