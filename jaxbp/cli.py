@@ -23,7 +23,7 @@ from jaxbp import config as _config
 from jaxbp import data as _data
 from jaxbp import train as _train
 from jaxbp.jacobian import grad_fn, jacobian
-from jaxbp.params import offsets, ravel, unravel
+from jaxbp.params import ravel, unravel
 
 DEFAULT_CONFIG = "iris_one_layer"
 SET_HELP = "override one config key, e.g. optimizer.learning_rate=0.01 (repeatable; a YAML value)"
@@ -138,14 +138,13 @@ def _cmd_check(args) -> int:
     print(f"jaxbp check: {cfg.name}, {net.n_params} parameters, {dtype}, gradient on a batch of {len(x)}, "
           f"Jacobian on {len(xj)} examples")
     print(f"  {'layer':<6}{'param':<6}{'grad max abs':>14}{'grad max rel':>14}{'J max abs':>12}{'J max rel':>12}")
+    # J's columns per parameter array: each row of J (and of J - J_ref) unravelled like theta
+    J_err, J_ref = (jax.vmap(lambda t: unravel(net, t))(j.reshape(-1, net.n_params)) for j in (J - J_ref, J_ref))
     worst = 0.0
-    for l, (layer, off) in enumerate(zip(net.layers, offsets(net)), start=1):
-        if not layer.size:  # flatten and pooling layers have no parameters
-            continue
-        J_l, J_ref_l = (j[..., off : off + layer.size] for j in (J, J_ref))
-        j_abs, j_rel = _errors(J_l, J_ref_l)
-        for name in ours[l - 1]:
-            g_abs, g_rel = _errors(ours[l - 1][name], oracle[l - 1][name])
+    for l, g in enumerate(ours, start=1):
+        for name in g:  # flatten and pooling layers have no parameters
+            g_abs, g_rel = _errors(g[name] - oracle[l - 1][name], oracle[l - 1][name])
+            j_abs, j_rel = _errors(J_err[l - 1][name], J_ref[l - 1][name])
             worst = max(worst, g_rel, j_rel)
             print(f"  {l:<6}{name:<6}{g_abs:>14.2e}{g_rel:>14.2e}{j_abs:>12.2e}{j_rel:>12.2e}")
     ok = worst <= tol
@@ -153,9 +152,9 @@ def _cmd_check(args) -> int:
     return 0 if ok else 1
 
 
-def _errors(a, ref) -> tuple[float, float]:
-    """max |a - ref| and that divided by max |ref| (relative to the scale of the reference)."""
-    err = float(jnp.max(jnp.abs(a - ref)))
+def _errors(diff, ref) -> tuple[float, float]:
+    """max |diff| and that divided by max |ref| (relative to the scale of the reference)."""
+    err = float(jnp.max(jnp.abs(diff)))
     return err, err / max(float(jnp.max(jnp.abs(ref))), np.finfo(np.float32).tiny)
 
 

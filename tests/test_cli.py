@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
 
+import jaxbp
 from jaxbp import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,6 +84,25 @@ def test_check_prints_a_per_layer_table_of_small_errors(capsys, tfds_dir):
     assert [r[:2] for r in rows] == [["1", "W"], ["1", "b"], ["2", "W"], ["2", "b"], ["3", "W"], ["3", "b"]]
     assert max(float(v) for r in rows for v in (r[3], r[5])) < 1e-4
     assert "ok" in out
+
+
+def test_check_reports_the_jacobian_error_of_each_parameter_array(capsys, monkeypatch):
+    """An error in the J columns of layer 1's b only shows in that row, and fails the check."""
+    real = cli.jacobian
+
+    def jacobian_off_in_b1(net, params, x):
+        marked = jax.tree.map(jnp.zeros_like, params)
+        marked[0]["b"] = jnp.ones_like(marked[0]["b"])
+        J = real(net, params, x)
+        return J + jnp.broadcast_to(jaxbp.ravel(net, marked), J.shape)
+
+    monkeypatch.setattr(cli, "jacobian", jacobian_off_in_b1)
+    assert cli.main(["check", "iris_two_layer"]) == 1
+    out = capsys.readouterr().out
+    J_abs = {tuple(r[:2]): float(r[4]) for r in (line.split() for line in out.splitlines()) if r[:1] in (["1"], ["2"])}
+    assert J_abs[("1", "b")] == pytest.approx(1.0)
+    assert max(J_abs[("1", "W")], J_abs[("2", "W")], J_abs[("2", "b")]) < 1e-5
+    assert "FAILED" in out
 
 
 def test_check_covers_convolutional_networks(capsys, tfds_dir):
