@@ -113,7 +113,7 @@ def _print_summary(s: dict, workdir: Path) -> None:
         ("test accuracy", acc),
         ("wall time", f"{s['wall_time_s']:.1f} s"),
         ("throughput", f"{s['examples_per_s']:.0f} examples/s" if s["examples_per_s"] else "n/a"),
-        ("device", s["device"]),
+        ("device", s["device"] + (f" x {s['devices']} (data parallel)" if s.get("devices", 1) > 1 else "")),
         ("run directory", str(workdir)),
     ]
     print("\n".join(f"  {k:<15} {v}" for k, v in rows))

@@ -77,6 +77,14 @@ def test_resume_continues_a_finished_run_for_more_epochs(tmp_path, capsys):
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 21
 
 
+def test_the_printed_summary_names_the_number_of_devices_of_a_data_parallel_run(tmp_path, capsys):
+    assert cli.main(["train", "iris_one_layer", "--out", str(tmp_path), "--set", "train.epochs=1"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "data parallel" not in capsys.readouterr().out
+    cli._print_summary({**summary, "devices": 4}, tmp_path)
+    assert f"{summary['device']} x 4 (data parallel)" in capsys.readouterr().out
+
+
 def test_check_prints_a_per_layer_table_of_small_errors(capsys, tfds_dir):
     assert cli.main(["check", "smoke", "--set", f"data.data_dir={tfds_dir}", "--set", "model.args.sizes=[784, 16, 12, 10]"]) == 0
     out = capsys.readouterr().out
