@@ -7,7 +7,7 @@ bools are not numbers here.
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 
 def as_int(value: Any, name: str, minimum: int = 1) -> int:
@@ -20,6 +20,18 @@ def as_int(value: Any, name: str, minimum: int = 1) -> int:
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise ValueError(f"{name}: expected {what}, got {value!r}")
     return n
+
+
+def as_shape(value: Any, name: str, expected: str, ranks: Collection[int] | None = None) -> tuple[int, ...]:
+    """`value` as a tuple of positive Python ints (of a length in `ranks`, if given, else at least
+    one), else a ValueError naming `name`; floats are refused, never truncated (28.5 is no size)."""
+    try:
+        dims = tuple(None if isinstance(d, bool) else operator.index(d) for d in value)
+    except TypeError:
+        dims = None
+    if not dims or None in dims or min(dims) < 1 or (ranks is not None and len(dims) not in ranks):
+        raise ValueError(f"{name}: expected {expected} of positive ints, got {value!r}")
+    return dims  # type: ignore[return-value]
 
 
 def as_float(value: Any, name: str, expected: str, ok: Callable[[float], bool]) -> float:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp._checks import as_int
+from jaxbp._checks import as_int, as_shape
 from jaxbp.toeplitz import ConvGeometry, Padding, as_pair, conv_geometry
 
 Array = jax.Array
@@ -197,8 +197,7 @@ class Conv2D:
     padding: Padding = "VALID"
 
     def __post_init__(self):
-        if len(tuple(self.in_shape)) != 3:
-            raise ValueError(f"in_shape: expected (H, W, C_in), got {self.in_shape!r}")
+        as_shape(self.in_shape, "in_shape", "(H, W, C_in)", (3,))
         object.__setattr__(self, "out_channels", as_int(self.out_channels, "out_channels"))
         kh, kw = as_pair(self.kernel_size, "kernel_size")
         g = conv_geometry((kh, kw, self.in_shape[2], self.out_channels), self.in_shape, self.stride, self.padding)
@@ -334,7 +333,7 @@ class Flatten(_ParameterFree):
     in_shape: tuple[int, ...]
 
     def __post_init__(self):
-        object.__setattr__(self, "in_shape", tuple(int(d) for d in self.in_shape))
+        object.__setattr__(self, "in_shape", as_shape(self.in_shape, "in_shape", "a shape (d_1, ..., d_k)"))
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -365,8 +364,7 @@ class _Pool2D(_ParameterFree):
     stride: tuple[int, int] | None = None
 
     def __post_init__(self):
-        if len(tuple(self.in_shape)) != 3:
-            raise ValueError(f"in_shape: expected (H, W, C), got {self.in_shape!r}")
+        as_shape(self.in_shape, "in_shape", "(H, W, C)", (3,))
         ph, pw = as_pair(self.window, "window")
         stride = (ph, pw) if self.stride is None else self.stride
         g = conv_geometry((ph, pw, self.in_shape[2], self.in_shape[2]), self.in_shape, stride, "VALID")

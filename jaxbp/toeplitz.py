@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp._checks import as_shape
+
 Array = jax.Array
 Pair = tuple[int, int]
 Padding = Union[str, tuple[Pair, Pair]]
@@ -60,31 +62,29 @@ def _same_pads(size: int, k: int, s: int) -> Pair:
 
 
 def conv_geometry(
-    kernel_shape: tuple[int, ...], input_shape: tuple[int, ...], stride=1, padding: Padding = "VALID"
+    kernel_shape: tuple[int, ...],
+    input_shape: tuple[int, ...],
+    stride=1,
+    padding: Padding = "VALID",
+    names: tuple[str, str] = ("K", "input_shape"),
 ) -> ConvGeometry:
     """Validate a convolution's arguments and resolve stride, padding and output shape.
 
     kernel_shape: (kh, kw) or (kh, kw, C_in, C_out); input_shape: (H, W) or (H, W, C_in)
-    (a 2-D kernel or input means one channel); stride: int or (s_h, s_w) >= 1; padding:
-    "VALID", "SAME" or ((top, bottom), (left, right)) of ints >= 0. Raises ValueError naming
-    the shapes for a kernel larger than the padded input or a channel mismatch.
+    (a 2-D kernel or input means one channel), sizes positive ints; stride: int or (s_h, s_w)
+    >= 1; padding: "VALID", "SAME" or ((top, bottom), (left, right)) of ints >= 0; names: the
+    caller's names for the kernel and the input, used in the errors. Raises ValueError naming
+    the argument for a malformed shape, and the shapes for a kernel larger than the padded
+    input or a channel mismatch.
     """
-    kernel_shape, input_shape = tuple(kernel_shape), tuple(input_shape)
-    if len(kernel_shape) not in (2, 4) or not all(int(d) >= 1 for d in kernel_shape):
-        raise ValueError(
-            f"K: expected a kernel of shape (kh, kw) or (kh, kw, C_in, C_out) with positive "
-            f"sizes, got shape {kernel_shape}"
-        )
-    if len(input_shape) not in (2, 3) or not all(int(d) >= 1 for d in input_shape):
-        raise ValueError(
-            f"input_shape: expected (H, W) or (H, W, C_in) with positive sizes, got {input_shape}"
-        )
-    kernel = tuple(int(d) for d in kernel_shape) + ((1, 1) if len(kernel_shape) == 2 else ())
-    hwc = tuple(int(d) for d in input_shape) + ((1,) if len(input_shape) == 2 else ())
+    kernel_shape = as_shape(kernel_shape, names[0], "a kernel of shape (kh, kw) or (kh, kw, C_in, C_out)", (2, 4))
+    input_shape = as_shape(input_shape, names[1], "(H, W) or (H, W, C_in)", (2, 3))
+    kernel = kernel_shape + ((1, 1) if len(kernel_shape) == 2 else ())
+    hwc = input_shape + ((1,) if len(input_shape) == 2 else ())
     if kernel[2] != hwc[2]:
         raise ValueError(
             f"channel mismatch: the kernel of shape {kernel_shape} (HWIO) expects C_in = "
-            f"{kernel[2]} input channels, but input_shape {input_shape} has {hwc[2]}"
+            f"{kernel[2]} input channels, but {names[1]} {input_shape} has {hwc[2]}"
         )
     s = as_pair(stride, "stride")
     if min(s) < 1:
@@ -162,7 +162,7 @@ def patches(X: Array, kernel_shape: tuple[int, ...], stride=1, padding: Padding 
     transpose gives the kernel gradient: dl/dK = im2col(X)^T delta for delta: (H_o W_o, C_out).
     """
     X = jnp.asarray(X)
-    g = conv_geometry(kernel_shape, X.shape, stride, padding)
+    g = conv_geometry(kernel_shape, X.shape, stride, padding, names=("kernel_shape", "X"))
     (ho, wo, _), (kh, kw, cin, _) = g.out_shape, g.kernel
     Xp = jnp.pad(X.reshape(g.in_shape), (*g.pads, (0, 0)))
     *_, ih, iw = _window_index(g)

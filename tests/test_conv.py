@@ -343,6 +343,45 @@ def test_bad_layer_arguments():
     assert conv_geometry((3, 3), (5, 5), 2, "same").out_shape == (3, 3, 1)
 
 
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: jaxbp.toeplitz(jnp.ones((3, 3)), (5.5, 5)), r"input_shape: expected .* ints, got \(5\.5, 5\)"),
+        (lambda: jaxbp.toeplitz(jnp.ones((3, 3)), 5), r"input_shape: expected .* ints, got 5"),
+        (lambda: jaxbp.toeplitz(jnp.ones((3, 3)), None), r"input_shape: expected .* ints, got None"),
+        (lambda: jaxbp.patches(jnp.ones((5, 5)), (2.5, 3)), r"kernel_shape: expected .* ints, got \(2\.5, 3\)"),
+        (lambda: jaxbp.patches(jnp.ones((5, 5)), 3), r"kernel_shape: expected .* ints, got 3"),
+        (lambda: jaxbp.patches(jnp.ones(5), (3, 3)), r"X: expected \(H, W\) or \(H, W, C_in\) .* got \(5,\)"),
+        (lambda: jaxbp.Conv2D(28, 6, 5), r"in_shape: expected \(H, W, C_in\) .* got 28"),
+        (lambda: jaxbp.Conv2D((28, 28.5, 1), 6, 5), r"in_shape: .* got \(28, 28\.5, 1\)"),
+        (lambda: jaxbp.Conv2D((28, None, 1), 6, 5), r"in_shape: .* got \(28, None, 1\)"),
+        (lambda: jaxbp.MaxPool2D(28, 2), r"in_shape: expected \(H, W, C\) .* got 28"),
+        (lambda: jaxbp.Flatten(28), r"in_shape: .* got 28"),
+        (lambda: jaxbp.Flatten((5, -1)), r"in_shape: .* got \(5, -1\)"),
+        (lambda: jaxbp.Flatten((2.5, 2)), r"in_shape: .* got \(2\.5, 2\)"),
+        (lambda: jaxbp.Flatten(()), r"in_shape: .* got \(\)"),
+    ],
+    ids=["toeplitz-float", "toeplitz-int", "toeplitz-None", "patches-float", "patches-int", "patches-1d",
+         "conv-int", "conv-float", "conv-None", "pool-int", "flatten-int", "flatten-negative", "flatten-float",
+         "flatten-empty"],
+)
+def test_shapes_must_be_positive_ints_neither_truncated_nor_a_type_error(call, match):
+    """A float size is refused, not truncated (28.5 -> 28 built a layer for another input), and a
+    non-iterable or None shape is a ValueError naming the argument, not a bare TypeError."""
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_integer_shapes_of_numpy_and_jax_are_accepted():
+    X, K = np.arange(20.0).reshape(4, 5), jnp.array([[1.0, -2.0], [0.5, 3.0]])
+    ref = np.asarray(lax_conv(X[..., None], K[..., None, None], 1, "VALID")).reshape(-1)
+    for shape in [(np.int64(4), np.int32(5)), (jnp.array(4), jnp.array(5)), np.array([4, 5])]:
+        np.testing.assert_allclose(jaxbp.toeplitz(K, shape) @ X.reshape(-1), ref, rtol=1e-12)
+    assert jaxbp.Flatten((np.int64(2), jnp.array(3))).in_shape == (2, 3)
+    layer = jaxbp.Conv2D((np.int64(4), 5, 1), 1, 2)
+    assert layer.in_shape == (4, 5, 1) and all(type(d) is int for d in layer.in_shape)
+
+
 def test_max_pool_ties_go_to_the_first_maximum_in_jaxbp_and_in_jax_grad_of_the_network():
     """At a tie both jaxbp's Jacobian and jax.grad of jaxbp's own network pick the first argmax,
     as jax.grad of `lax.reduce_window` does (jnp.max would split the gradient between the ties)."""
