@@ -199,7 +199,7 @@ class Conv2D:
     def __post_init__(self):
         as_shape(self.in_shape, "in_shape", "(H, W, C_in)", (3,))
         object.__setattr__(self, "out_channels", as_int(self.out_channels, "out_channels"))
-        kh, kw = as_pair(self.kernel_size, "kernel_size")
+        kh, kw = as_pair(self.kernel_size, "kernel_size", minimum=1)
         g = conv_geometry((kh, kw, self.in_shape[2], self.out_channels), self.in_shape, self.stride, self.padding)
         for name, value in (("in_shape", g.in_shape), ("kernel_size", (kh, kw)), ("stride", g.stride),
                             ("padding", g.pads)):
@@ -365,7 +365,7 @@ class _Pool2D(_ParameterFree):
 
     def __post_init__(self):
         as_shape(self.in_shape, "in_shape", "(H, W, C)", (3,))
-        ph, pw = as_pair(self.window, "window")
+        ph, pw = as_pair(self.window, "window", minimum=1)
         stride = (ph, pw) if self.stride is None else self.stride
         g = conv_geometry((ph, pw, self.in_shape[2], self.in_shape[2]), self.in_shape, stride, "VALID")
         for name, value in (("in_shape", g.in_shape), ("window", (ph, pw)), ("stride", g.stride)):

@@ -19,6 +19,7 @@ convolutional layer in the Jacobian chain are
 
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 from typing import NamedTuple, Union
 
@@ -43,16 +44,18 @@ class ConvGeometry(NamedTuple):
     out_shape: tuple[int, int, int]  # (H_o, W_o, C_out)
 
 
-def as_pair(value, name: str) -> Pair:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return (int(value), int(value))
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
-        return (int(value[0]), int(value[1]))
-    raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
+def as_pair(value, name: str, minimum: int | None = None) -> Pair:
+    """An int (Python, NumPy or 0-d JAX) or a pair of them as (int, int), each >= `minimum` if
+    given, else a ValueError naming `name`."""
+    items = value if isinstance(value, (tuple, list)) and len(value) == 2 else (value, value)
+    try:
+        pair = tuple(None if isinstance(v, bool) else operator.index(v) for v in items)
+    except TypeError:
+        pair = (None,)
+    if None in pair or (minimum is not None and min(pair) < minimum):  # type: ignore[type-var]
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"{name}: expected an int or a pair of ints{bound}, got {value!r}")
+    return pair  # type: ignore[return-value]
 
 
 def _same_pads(size: int, k: int, s: int) -> Pair:

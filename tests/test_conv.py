@@ -382,6 +382,21 @@ def test_integer_shapes_of_numpy_and_jax_are_accepted():
     assert layer.in_shape == (4, 5, 1) and all(type(d) is int for d in layer.in_shape)
 
 
+def test_kernel_size_and_window_errors_name_them_and_jax_ints_are_accepted():
+    """A kernel_size or window below 1 is named as given (not as the HWIO kernel "K" built from
+    it), and 0-d JAX ints count as ints here as everywhere in jaxbp (`_checks`)."""
+    with pytest.raises(ValueError, match=r"kernel_size: expected an int or a pair of ints >= 1, got \(0, 3\)"):
+        jaxbp.Conv2D((8, 8, 1), 2, (0, 3))
+    with pytest.raises(ValueError, match=r"window: expected an int or a pair of ints >= 1, got -2"):
+        jaxbp.MaxPool2D((8, 8, 1), -2)
+    assert jaxbp.Conv2D((8, 8, 1), 2, jnp.array(3), stride=jnp.array(2)) == jaxbp.Conv2D((8, 8, 1), 2, 3, 2)
+    assert jaxbp.AvgPool2D((8, 8, 1), (jnp.array(2), 2)).out_shape == (4, 4, 1)
+    K, X = jnp.arange(9.0).reshape(3, 3), jnp.arange(25.0).reshape(5, 5)
+    T = jaxbp.toeplitz(K, (5, 5), jnp.array(2), ((jnp.array(1), 0), (0, 1)))
+    ref = lax_conv(X[..., None], K[..., None, None], 2, ((1, 0), (0, 1)))
+    np.testing.assert_allclose(T @ X.reshape(-1), np.asarray(ref).reshape(-1), rtol=1e-12)
+
+
 def test_max_pool_ties_go_to_the_first_maximum_in_jaxbp_and_in_jax_grad_of_the_network():
     """At a tie both jaxbp's Jacobian and jax.grad of jaxbp's own network pick the first argmax,
     as jax.grad of `lax.reduce_window` does (jnp.max would split the gradient between the ties)."""
