@@ -158,7 +158,7 @@ def toeplitz(K: Array, input_shape: tuple[int, ...], stride=1, padding: Padding 
 
 
 def patches(X: Array, kernel_shape: tuple[int, ...], stride=1, padding: Padding = "VALID") -> Array:
-    """im2col(X): (H_o W_o, kh kw C_in) with im2col(X) K.reshape(kh kw C_in, C_out) = vec(conv(X, K)).
+    """im2col(X): (H_o W_o, kh kw C_in), im2col(X) K.reshape(kh kw C_in, C_out) = conv(X, K).reshape(H_o W_o, C_out).
 
     X: (H, W) or (H, W, C_in); kernel_shape as for `toeplitz`. Row (o_h, o_w) is the padded
     window under the kernel at that output pixel, flattened in (i, j, c_in) order. Its
