@@ -139,12 +139,12 @@ def _cmd_check(args) -> int:
           f"Jacobian on {len(xj)} examples")
     print(f"  {'layer':<6}{'param':<6}{'grad max abs':>14}{'grad max rel':>14}{'J max abs':>12}{'J max rel':>12}")
     # J's columns per parameter array: each row of J (and of J - J_ref) unravelled like theta
-    J_err, J_ref = (jax.vmap(lambda t: unravel(net, t))(j.reshape(-1, net.n_params)) for j in (J - J_ref, J_ref))
+    J_err, J_scale = (jax.vmap(lambda t: unravel(net, t))(j.reshape(-1, net.n_params)) for j in (J - J_ref, J_ref))
     worst = 0.0
     for l, g in enumerate(ours, start=1):
         for name in g:  # flatten and pooling layers have no parameters
             g_abs, g_rel = _errors(g[name] - oracle[l - 1][name], oracle[l - 1][name])
-            j_abs, j_rel = _errors(J_err[l - 1][name], J_ref[l - 1][name])
+            j_abs, j_rel = _errors(J_err[l - 1][name], J_scale[l - 1][name])
             worst = max(worst, g_rel, j_rel)
             print(f"  {l:<6}{name:<6}{g_abs:>14.2e}{g_rel:>14.2e}{j_abs:>12.2e}{j_rel:>12.2e}")
     ok = worst <= tol
