@@ -173,8 +173,8 @@ class Conv2D:
     in_shape: (H, W, C_in); K: (kh, kw, C_in, C_out) (HWIO), b: (C_out,); conv is
     cross-correlation (no kernel flip, as `lax.conv_general_dilated`); out_shape: (H_o, W_o,
     C_out). `stride` (int or pair) and `padding` ("VALID", "SAME" or ((top, bottom), (left,
-    right))) are stored resolved (pairs, explicit pads). Flattened in HWC row-major order,
-    apply is T(K) vec(a) + Vec(B) (`jaxbp.toeplitz`).
+    right)), an int p in it meaning (p, p)) are stored resolved (pairs, explicit pads).
+    Flattened in HWC row-major order, apply is T(K) vec(a) + Vec(B) (`jaxbp.toeplitz`).
 
     theta_l = [vec(K_1); ...; vec(K_r); b]: the paper's [vec(W); b] extended to kernels, filter
     by filter (filter i plays the role of column i of a Dense W), each filter K_i: (kh, kw,

@@ -75,10 +75,11 @@ def conv_geometry(
 
     kernel_shape: (kh, kw) or (kh, kw, C_in, C_out); input_shape: (H, W) or (H, W, C_in)
     (a 2-D kernel or input means one channel), sizes positive ints; stride: int or (s_h, s_w)
-    >= 1; padding: "VALID", "SAME" or ((top, bottom), (left, right)) of ints >= 0; names: the
-    caller's names for the kernel and the input, used in the errors. Raises ValueError naming
-    the argument for a malformed shape, and the shapes for a kernel larger than the padded
-    input or a channel mismatch.
+    >= 1; padding: "VALID", "SAME" or ((top, bottom), (left, right)) of ints >= 0, where an
+    int p stands for (p, p) (so (1, 2) pads one row above and below and two columns on each
+    side, as in Flax); names: the caller's names for the kernel and the input, used in the
+    errors. Raises ValueError naming the argument for a malformed shape, and the shapes for a
+    kernel larger than the padded input or a channel mismatch.
     """
     kernel_shape = as_shape(kernel_shape, names[0], "a kernel of shape (kh, kw) or (kh, kw, C_in, C_out)", (2, 4))
     input_shape = as_shape(input_shape, names[1], "(H, W) or (H, W, C_in)", (2, 3))

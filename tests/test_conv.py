@@ -77,6 +77,16 @@ def test_toeplitz_is_doubly_block_toeplitz_not_diagonal_constant_and_stride_subs
     np.testing.assert_array_equal(T2, T.reshape(Ho, Wo, -1)[::2, ::2].reshape(-1, H * W))
 
 
+def test_an_int_in_padding_pads_both_sides_of_its_dimension():
+    """padding (1, 2) is ((1, 1), (2, 2)), as Flax reads it: against lax with the explicit pads."""
+    K = jnp.asarray(np.random.default_rng(5).normal(size=(3, 2)))
+    X = jnp.asarray(np.random.default_rng(6).normal(size=(4, 5)))
+    assert conv_geometry(K.shape, X.shape, 1, (1, 2)).pads == ((1, 1), (2, 2))
+    ref = lax_conv(X[..., None], K[..., None, None], 1, ((1, 1), (2, 2)))
+    T = jaxbp.toeplitz(K, X.shape, 1, (1, 2))
+    np.testing.assert_allclose(T @ X.reshape(-1), np.asarray(ref).reshape(-1), rtol=1e-12)
+
+
 paddings = st.one_of(
     st.sampled_from(["VALID", "SAME"]),
     st.tuples(st.tuples(st.integers(0, 2), st.integers(0, 2)), st.tuples(st.integers(0, 2), st.integers(0, 2))),

@@ -113,7 +113,8 @@ def test_k_above_the_number_of_entries_is_an_error():
     net, params, grads = _setup()
     tx = jaxbp.sparse.hard_threshold(k=net.n_params + 1)
     for call in (lambda: tx.init(params), lambda: tx.update(grads, optax.EmptyState(), params)):
-        with pytest.raises(ValueError, match=f"k: expected at most the {net.n_params} entries of params, got {net.n_params + 1}"):
+        match = f"k: expected at most the {net.n_params} entries of params, got {net.n_params + 1}"
+        with pytest.raises(ValueError, match=match):
             call()
     dense = _step(optax.identity(), params, grads)
     np.testing.assert_array_equal(jaxbp.ravel(net, _step(jaxbp.sparse.hard_threshold(k=net.n_params), params, grads)),
