@@ -31,7 +31,7 @@ def _keep_largest(v: Array, k: int) -> Array:
     `jax.lax.top_k` keeps, in 0.36x its time for LeNet-300-100's 266,610 parameters on CPU.
     """
     flat = jnp.abs(v).reshape(-1)
-    if k >= flat.size:
+    if not isinstance(k, jax.core.Tracer) and k >= flat.size:
         return jnp.ones(v.shape, bool)
     nbits = 8 * flat.dtype.itemsize
     uint = jnp.dtype(f"uint{nbits}")
@@ -46,14 +46,19 @@ def _keep_largest(v: Array, k: int) -> Array:
     return (above | (tied & (jnp.cumsum(tied) <= k - jnp.sum(above)))).reshape(v.shape)
 
 
-def _n_keep(n: int, k: int | None, sparsity: float | None) -> int:
+def _n_keep(n: int, k, sparsity):
     """How many of n entries to keep: k (at most n), or n - floor(sparsity n).
 
     The floor is taken of the decimal the user wrote (Fraction(repr(sparsity))), not of the
     float product: 0.29 * 100 is 28.999999999999996 in binary, and 29 of 100 is what 0.29 means.
+    A traced value (a schedule under `optax.inject_hyperparams`) is trusted and floored as a float.
     """
+    if isinstance(sparsity, jax.core.Tracer):
+        return n - jnp.floor(sparsity * n).astype(int)
     if k is None:
         return n - int(Fraction(repr(sparsity)) * n)
+    if isinstance(k, jax.core.Tracer):
+        return k
     if k > n:
         raise ValueError(f"k: expected at most the {n} entries of params, got {k}; pass k <= {n} or a sparsity")
     return k
@@ -77,14 +82,18 @@ def hard_threshold(
         of every leaf (W and b of each layer separately; a `Stacked` entry's W, (n, n_in, n_out),
         is one leaf, ranked across its n layers).
 
+    sparsity and k may be traced, so that `optax.inject_hyperparams(hard_threshold)(0.5)` lets a
+    schedule raise the sparsity during training (gradual pruning); traced values are trusted.
+
     Returns:
       An `optax.GradientTransformation` whose `update` requires params.
     """
     if (sparsity is None) == (k is None):
         raise ValueError(f"hard_threshold: give exactly one of sparsity and k, got sparsity={sparsity!r}, k={k!r}")
-    if sparsity is not None:
+    if sparsity is not None and not isinstance(sparsity, jax.core.Tracer):
         sparsity = as_float(sparsity, "sparsity", "a fraction in [0, 1)", lambda v: 0 <= v < 1)
-    k = None if k is None else as_int(k, "k")
+    if k is not None and not isinstance(k, jax.core.Tracer):
+        k = as_int(k, "k")
     if scope not in ("global", "layer"):
         raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
     if scope == "layer" and k is not None:

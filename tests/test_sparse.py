@@ -41,6 +41,28 @@ def test_global_threshold_keeps_exactly_the_k_largest(k, dtype):
     np.testing.assert_array_equal(s[~keep], 0)
 
 
+def test_a_schedule_raises_the_sparsity_through_inject_hyperparams():
+    """Gradual pruning: sparsity traced from optax's hyperparameter state, 0.5 then 0.8, inside
+    jit; each step keeps n - floor(s n) entries, the largest of theta - eta g (numpy's sort)."""
+    net, params, grads = _setup(jnp.float64)
+    tx = optax.chain(optax.sgd(0.1), optax.inject_hyperparams(jaxbp.sparse.hard_threshold)(sparsity=0.5))
+    state = tx.init(params)
+
+    @jax.jit
+    def step(p, state):
+        updates, state = tx.update(grads, state, p)
+        return optax.apply_updates(p, updates), state
+
+    p = params
+    for s, kept in ((0.5, net.n_params - net.n_params // 2), (0.8, net.n_params - 8 * net.n_params // 10)):
+        state[1].hyperparams["sparsity"] = jnp.asarray(s)
+        d = np.asarray(jaxbp.ravel(net, p)) - 0.1 * np.asarray(jaxbp.ravel(net, grads))
+        p, state = step(p, state)
+        keep = np.zeros(d.size, bool)
+        keep[np.argsort(-np.abs(d), kind="stable")[:kept]] = True
+        np.testing.assert_allclose(np.asarray(jaxbp.ravel(net, p)), np.where(keep, d, 0), rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 400), levels=st.sampled_from([3, 50, 0]), data=st.data())
