@@ -1,7 +1,8 @@
 """Argument checks shared by the public constructors; each error names the argument and its value.
 
 Python, NumPy and 0-d JAX numbers are all accepted (values often come from configs or arrays);
-bools are not numbers here.
+bools are not numbers here. A number traced inside the caller's `jax.jit`/`jax.vmap` (a clip norm
+or a sparsity from a schedule) cannot be checked: `as_int` and `as_float` return it as it is.
 """
 
 from __future__ import annotations
@@ -9,13 +10,27 @@ from __future__ import annotations
 import operator
 from typing import Any, Callable, Collection
 
+import jax
+
+
+def is_traced(value: Any) -> bool:
+    """Whether value is a tracer of the caller's transformation (no concrete value to check)."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def index(value: Any) -> int | None:
+    """value as a Python int if it is an integer (Python, NumPy, 0-d JAX; not a bool), else None."""
+    try:
+        return None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        return None
+
 
 def as_int(value: Any, name: str, minimum: int = 1) -> int:
     """`value` as a Python int >= minimum, else a ValueError naming `name`."""
-    try:
-        n = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        n = None
+    if is_traced(value):
+        return value
+    n = index(value)
     if n is None or n < minimum:
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise ValueError(f"{name}: expected {what}, got {value!r}")
@@ -26,8 +41,8 @@ def as_shape(value: Any, name: str, expected: str, ranks: Collection[int] | None
     """`value` as a tuple of positive Python ints (of a length in `ranks`, if given, else at least
     one), else a ValueError naming `name`; floats are refused, never truncated (28.5 is no size)."""
     try:
-        dims = tuple(None if isinstance(d, bool) else operator.index(d) for d in value)
-    except TypeError:
+        dims = tuple(index(d) for d in value)
+    except TypeError:  # not iterable
         dims = None
     if not dims or None in dims or min(dims) < 1 or (ranks is not None and len(dims) not in ranks):
         raise ValueError(f"{name}: expected {expected} of positive ints, got {value!r}")
@@ -36,6 +51,8 @@ def as_shape(value: Any, name: str, expected: str, ranks: Collection[int] | None
 
 def as_float(value: Any, name: str, expected: str, ok: Callable[[float], bool]) -> float:
     """`value` as a Python float for which ok(value) holds, else a ValueError naming `name`."""
+    if is_traced(value):
+        return value
     try:
         v = None if isinstance(value, (bool, str)) or value is None else float(value)
     except (TypeError, ValueError):

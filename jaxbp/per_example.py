@@ -128,6 +128,4 @@ def clipped_grad_fn(net: Network, max_norm: float):
     the caller's `jax.jit`/`jax.vmap` (a clip norm adapted during training, Andrew et al. 2021),
     which cannot be checked and is trusted.
     """
-    if not isinstance(max_norm, jax.core.Tracer):
-        max_norm = as_float(max_norm, "max_norm", "a positive number", lambda v: v > 0)
-    return _checked_jit(net, _clipped_grad, max_norm)
+    return _checked_jit(net, _clipped_grad, as_float(max_norm, "max_norm", "a positive number", lambda v: v > 0))

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxbp._checks import as_float, as_int
+from jaxbp._checks import as_float, as_int, is_traced
 
 Array = jax.Array
 
@@ -31,7 +31,7 @@ def _keep_largest(v: Array, k: int) -> Array:
     `jax.lax.top_k` keeps, in 0.36x its time for LeNet-300-100's 266,610 parameters on CPU.
     """
     flat = jnp.abs(v).reshape(-1)
-    if not isinstance(k, jax.core.Tracer) and k >= flat.size:
+    if not is_traced(k) and k >= flat.size:
         return jnp.ones(v.shape, bool)
     nbits = 8 * flat.dtype.itemsize
     uint = jnp.dtype(f"uint{nbits}")
@@ -53,11 +53,11 @@ def _n_keep(n: int, k, sparsity):
     float product: 0.29 * 100 is 28.999999999999996 in binary, and 29 of 100 is what 0.29 means.
     A traced value (a schedule under `optax.inject_hyperparams`) is trusted and floored as a float.
     """
-    if isinstance(sparsity, jax.core.Tracer):
+    if is_traced(sparsity):
         return n - jnp.floor(sparsity * n).astype(int)
     if k is None:
         return n - int(Fraction(repr(sparsity)) * n)
-    if isinstance(k, jax.core.Tracer):
+    if is_traced(k):
         return k
     if k > n:
         raise ValueError(f"k: expected at most the {n} entries of params, got {k}; pass k <= {n} or a sparsity")
@@ -90,10 +90,9 @@ def hard_threshold(
     """
     if (sparsity is None) == (k is None):
         raise ValueError(f"hard_threshold: give exactly one of sparsity and k, got sparsity={sparsity!r}, k={k!r}")
-    if sparsity is not None and not isinstance(sparsity, jax.core.Tracer):
+    if sparsity is not None:
         sparsity = as_float(sparsity, "sparsity", "a fraction in [0, 1)", lambda v: 0 <= v < 1)
-    if k is not None and not isinstance(k, jax.core.Tracer):
-        k = as_int(k, "k")
+    k = None if k is None else as_int(k, "k")
     if scope not in ("global", "layer"):
         raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
     if scope == "layer" and k is not None:

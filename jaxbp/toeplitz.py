@@ -19,7 +19,6 @@ convolutional layer in the Jacobian chain are
 
 from __future__ import annotations
 
-import operator
 from pathlib import Path
 from typing import NamedTuple, Union
 
@@ -27,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp._checks import as_shape
+from jaxbp._checks import as_shape, index
 
 Array = jax.Array
 Pair = tuple[int, int]
@@ -48,10 +47,7 @@ def as_pair(value, name: str, minimum: int | None = None) -> Pair:
     """An int (Python, NumPy or 0-d JAX) or a pair of them as (int, int), each >= `minimum` if
     given, else a ValueError naming `name`."""
     items = value if isinstance(value, (tuple, list)) and len(value) == 2 else (value, value)
-    try:
-        pair = tuple(None if isinstance(v, bool) else operator.index(v) for v in items)
-    except TypeError:
-        pair = (None,)
+    pair = tuple(index(v) for v in items)
     if None in pair or (minimum is not None and min(pair) < minimum):  # type: ignore[type-var]
         bound = "" if minimum is None else f" >= {minimum}"
         raise ValueError(f"{name}: expected an int or a pair of ints{bound}, got {value!r}")
