@@ -212,7 +212,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: config key {k!r} is not a section")
-        node[last] = yaml.safe_load(text)
+        try:
+            node[last] = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {e}") from None
     return raw
 
 

@@ -62,6 +62,8 @@ def test_a_bad_value_is_one_error_naming_key_value_and_allowed(override, words):
 def test_a_malformed_override_and_a_missing_file_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="KEY.PATH=VALUE"):
         config.load("iris_one_layer", ["optimizer.learning_rate"])
+    with pytest.raises(ConfigError, match=r"--set 'train.epochs=\[1': the value is not valid YAML"):
+        config.load("iris_one_layer", ["train.epochs=[1"])
     with pytest.raises(ConfigError, match="no such file.*iris_one_layer"):
         config.load(tmp_path / "nope.yaml")
     (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
