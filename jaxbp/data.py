@@ -108,6 +108,11 @@ def _iris(test_fraction: float, seed: int):
     for c in range(len(species)):  # stratified: the same fraction of every class is held out
         members = rng.permutation(np.flatnonzero(y == c))
         test[members[: round(test_fraction * len(members))]] = True
+    if test.all() or not test.any():
+        raise DataError(
+            f"data.test_fraction: got {test_fraction}, which leaves Iris (50 examples per class) no "
+            f"{'training' if test.all() else 'test'} examples; expected a fraction in (0.01, 0.99), e.g. 0.2"
+        )
     return x[~test], y[~test], x[test], y[test]
 
 

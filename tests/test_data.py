@@ -27,6 +27,12 @@ def test_the_iris_split_is_a_function_of_the_seed():
     assert not np.array_equal(a.x_test, c.x_test)
 
 
+@pytest.mark.parametrize("fraction, empty", [(0.005, "test"), (0.995, "training")])
+def test_an_iris_test_fraction_that_empties_a_split_is_a_data_error(fraction, empty):
+    with pytest.raises(data.DataError, match=f"data.test_fraction: got {fraction}, .* no {empty} examples"):
+        data.load(DataConfig(test_fraction=fraction), (4,))
+
+
 def test_one_vs_rest_gives_binary_labels():
     ds = data.load(DataConfig(one_vs_rest=0), (4,))
     assert ds.n_classes == 2 and set(ds.y_train.tolist()) == {0, 1} and ds.y_train.sum() == 40
