@@ -336,6 +336,8 @@ class _Metrics:
 
     def __init__(self, path: Path, keep_until: int, write: bool = True):
         lines = path.read_text().splitlines() if path.exists() else []
+        if lines and not _is_json(lines[-1]):  # the last line, torn by a crash while it was written
+            lines.pop()
         kept = [l for l in lines if json.loads(l)["step"] <= keep_until]
         self.evals = {}  # step -> (test loss, accuracy) of the evaluations recorded
         for line in kept:
@@ -358,6 +360,14 @@ class _Metrics:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:

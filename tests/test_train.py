@@ -192,6 +192,14 @@ def test_a_mid_epoch_resume_logs_the_same_running_and_epoch_losses(tmp_path, mon
     np.testing.assert_allclose(np.array(cut, float), np.array(whole, float), rtol=1e-6)
 
 
+def test_resume_drops_a_metrics_line_torn_by_a_crash_while_it_was_written(tmp_path):
+    train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=1"), tmp_path)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 8, "epoch": 1.14, "lo')  # killed mid-write
+    assert train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2"), tmp_path, resume=True)["steps"] == 14
+    assert [r["step"] for r in train.read_metrics(tmp_path) if "loss" in r] == list(range(1, 15))
+
+
 def test_resuming_a_finished_run_keeps_its_summary(tmp_path):
     first = train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2"), tmp_path)
     again = train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2"), tmp_path, resume=True)
