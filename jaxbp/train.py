@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -155,10 +156,16 @@ def save_checkpoint(path: Path, state: TrainState) -> None:
 def load_checkpoint(path: Path, template: TrainState) -> TrainState:
     """Read a checkpoint into the structure of `template` (a fresh state of the same config)."""
     leaves, treedef = jax.tree.flatten((template.params, template.opt_state))
-    with np.load(path) as f:
-        saved = [f[f"arr_{i}"] for i in range(sum(k.startswith("arr_") for k in f.files))]
-        step = int(f["step"])
-        losses = [float(v) for v in f["losses"]] if "losses" in f.files else []
+    try:
+        with open(path, "rb") as fh, np.load(fh) as f:  # fh: closed even when np.load fails
+            saved = [f[f"arr_{i}"] for i in range(sum(k.startswith("arr_") for k in f.files))]
+            step = int(f["step"])
+            losses = [float(v) for v in f["losses"]] if "losses" in f.files else []
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ConfigError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); it is not a checkpoint that "
+            f"jaxbp wrote whole, so this run cannot be resumed (start a new run with --out instead)"
+        ) from None
     if [(a.shape, a.dtype) for a in saved] != [(np.shape(a), np.asarray(a).dtype) for a in leaves]:
         raise ConfigError(f"checkpoint {path} does not match the config's model and optimizer")
     params, opt_state = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved])

@@ -153,6 +153,14 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_readable(tmp
         np.testing.assert_array_equal(u, v)
 
 
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 half a zip", b"not a zip"])
+def test_a_checkpoint_that_cannot_be_read_is_a_config_error(tmp_path, content):
+    train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=1"), tmp_path)
+    (tmp_path / train.CHECKPOINT).write_bytes(content)
+    with pytest.raises(config.ConfigError, match="checkpoint .* cannot be read.*start a new run"):
+        train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2"), tmp_path, resume=True)
+
+
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     # least squares on the class ids with a huge step: |theta| grows geometrically to inf
     cfg = _cfg("iris_one_layer", "model.name=multiple_linear_regression", "model.args={n: 4}",
