@@ -167,7 +167,10 @@ def load_checkpoint(path: Path, template: TrainState) -> TrainState:
             f"jaxbp wrote whole, so this run cannot be resumed (start a new run with --out instead)"
         ) from None
     if [(a.shape, a.dtype) for a in saved] != [(np.shape(a), np.asarray(a).dtype) for a in leaves]:
-        raise ConfigError(f"checkpoint {path} does not match the config's model and optimizer")
+        raise ConfigError(
+            f"checkpoint {path} does not match the config's model and optimizer: resume with the run's "
+            f"own model and optimizer.name (see its config.yaml), or start a new run with --out instead"
+        )
     params, opt_state = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved])
     return TrainState(params, opt_state, step, losses)
 

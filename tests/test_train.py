@@ -237,6 +237,8 @@ def test_resume_refuses_a_config_that_changes_what_a_step_means_and_leaves_the_r
     with pytest.raises(config.ConfigError, match=f"'{key}' was .* in that run"):
         train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2", override), tmp_path, resume=True)
     assert (tmp_path / "config.yaml").read_text() == saved
+    with pytest.raises(config.ConfigError, match="does not match .* optimizer.name .*--out"):
+        train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2", "optimizer.name=adam"), tmp_path, resume=True)
     resumed = train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2", "train.eval_every=2"), tmp_path, resume=True)
     assert resumed["steps"] == 14
 
