@@ -295,14 +295,22 @@ def _check_workdir(workdir: Path, cfg: Config, resume: bool) -> None:
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"run directory {workdir}: exists and is not a directory; choose another --out")
     if not resume:
-        if (workdir / CHECKPOINT).exists() or (workdir / "metrics.jsonl").exists():
+        if (workdir / CHECKPOINT).exists():
             raise ConfigError(
                 f"run directory {workdir} already holds a run; continue it with "
                 f"`jaxbp train --resume {workdir}`, or choose another --out"
             )
+        if (workdir / "metrics.jsonl").exists():
+            raise ConfigError(
+                f"run directory {workdir} already holds a run that stopped before its first checkpoint "
+                f"(nothing to resume); remove that directory, or choose another --out"
+            )
         return
     if not (workdir / CHECKPOINT).is_file():
-        raise ConfigError(f"--resume {workdir}: no {CHECKPOINT} there to resume from")
+        raise ConfigError(
+            f"--resume {workdir}: no {CHECKPOINT} there to resume from (a run that stopped before its "
+            f"first checkpoint starts again with --out)"
+        )
     saved_file = workdir / "config.yaml"
     saved = _flatten(yaml.safe_load(saved_file.read_text()) or {}) if saved_file.is_file() else {}
     for key, value in _flatten(cfg.to_dict()).items():

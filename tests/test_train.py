@@ -173,6 +173,19 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(good.params))
 
 
+def test_a_run_that_diverged_before_its_first_checkpoint_is_not_sent_to_resume(tmp_path):
+    """No checkpoint to resume: neither error may point the user at --resume (a dead end)."""
+    cfg = _cfg("iris_one_layer", "model.name=multiple_linear_regression", "model.args={n: 4}",
+               "optimizer.learning_rate=1e6")
+    with pytest.raises(train.Diverged, match="none written yet"):
+        train.train_and_evaluate(cfg, tmp_path)
+    with pytest.raises(config.ConfigError, match="before its first checkpoint") as e:
+        train.train_and_evaluate(cfg, tmp_path)
+    assert "--resume" not in str(e.value)
+    with pytest.raises(config.ConfigError, match="no checkpoint.npz there .*--out"):
+        train.train_and_evaluate(cfg, tmp_path, resume=True)
+
+
 def _records(workdir, *keys):
     """The metrics lines' values that do not depend on timing (loss, evaluations), in order."""
     return [(r["step"], *(r.get(k) for k in keys)) for r in train.read_metrics(workdir)]
