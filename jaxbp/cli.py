@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_train(args) -> int:
     made = None  # a default run directory made here, removed again if the run never starts
     if args.resume:
+        if args.out:
+            raise _config.ConfigError(f"--out {args.out} with --resume {args.resume}: a resumed run continues in "
+                                      f"its own directory; give only --resume")
         if not (args.resume / "config.yaml").is_file():
             raise _config.ConfigError(f"--resume {args.resume}: not a run directory (no config.yaml)")
         cfg = _config.load(args.config or args.resume / "config.yaml", args.overrides)

@@ -44,6 +44,7 @@ def test_a_config_error_exits_2_with_one_line_and_no_traceback(tmp_path):
         (["train", "no_such_config"], "no such file"),
         (["train", "smoke", "--set", "data.data_dir=/nonexistent"], "tfds build mnist"),
         (["train", "--resume", "/nonexistent"], "not a run directory"),
+        (["train", "--resume", "/nonexistent", "--out", "/nonexistent2"], "give only --resume"),
         (["check", "iris_one_layer", "--set", "train.batch_size=0"], "'train.batch_size'"),
         (["check", "iris_one_layer", "--batch", "0"], "--batch: expected a positive number of examples, got 0"),
         (["check", "iris_one_layer", "--batch", "-3"], "got -3"),
