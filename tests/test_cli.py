@@ -50,7 +50,8 @@ def test_a_config_error_exits_2_with_one_line_and_no_traceback(tmp_path):
         (["check", "iris_one_layer", "--batch", "-3"], "got -3"),
     ],
 )
-def test_user_errors_exit_2_with_a_message(argv, message, capsys):
+def test_user_errors_exit_2_with_a_message(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a train without --out makes runs/ in the working directory
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"jaxbp {argv[0]}: error:") and message in err
