@@ -191,6 +191,8 @@ def read_raw(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
     base = raw.pop("base", None)
     if base is None:
         return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"config {str(path)!r}: `base:` got {base!r}, expected the name or path of one config")
     sibling = path.parent / (base if str(base).endswith(".yaml") else f"{base}.yaml")
     if sibling.resolve() == path.resolve():
         sibling = PACKAGE_CONFIGS / sibling.name

@@ -88,3 +88,10 @@ def test_a_cycle_of_bases_is_a_config_error(tmp_path):
     (tmp_path / "b.yaml").write_text("base: a\n")
     with pytest.raises(ConfigError, match="cycle: a.yaml -> b.yaml -> a.yaml"):
         config.load(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize("base", ["[iris_one_layer]", "3"])
+def test_a_base_that_is_not_a_name_is_a_config_error(tmp_path, base):
+    (tmp_path / "a.yaml").write_text(f"base: {base}\n")
+    with pytest.raises(ConfigError, match="`base:` got .*, expected the name or path of one config"):
+        config.load(tmp_path / "a.yaml")
