@@ -5,12 +5,13 @@
 
 CONFIG is a YAML path or a packaged config's name (iris_one_layer, mnist_lenet_300_100, ...).
 Exit codes: 0 success, 1 divergence or a failed check, 2 a user error (bad config, missing data),
-130 interrupted (a checkpoint was saved).
+130 interrupted by Ctrl-C or SIGTERM (a checkpoint was saved).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,8 @@ def _cmd_train(args) -> int:
         cfg = _config.load(args.config or DEFAULT_CONFIG, args.overrides)
         workdir = args.out or (made := _new_run_dir(Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
     print(f"jaxbp train: {cfg.name} -> {workdir}")
+    # a job scheduler stops a run with SIGTERM: treat it as Ctrl-C, which saves a checkpoint
+    sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         summary = _train.train_and_evaluate(cfg, workdir, resume=args.resume is not None)
     except KeyboardInterrupt:
@@ -84,6 +87,7 @@ def _cmd_train(args) -> int:
             print(f"\ncheckpoint saved; continue with: jaxbp train --resume {workdir}", file=sys.stderr)
         raise
     finally:
+        signal.signal(signal.SIGTERM, sigterm)
         if made is not None and not any(made.iterdir()):
             made.rmdir()
     _print_summary(summary, workdir)

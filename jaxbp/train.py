@@ -24,7 +24,7 @@ import os
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import IO, Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -142,15 +142,24 @@ def make_evaluate(net: Network, chunk: int = 1000):
     return evaluate
 
 
-def save_checkpoint(path: Path, state: TrainState) -> None:
-    """Write the state to `path` atomically (temporary file, then rename)."""
+def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Replace `path` whole or not at all: `write` fills a temporary file beside it, then a rename."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        leaves = jax.tree.leaves((state.params, state.opt_state))
-        np.savez(f, *leaves, step=state.step, losses=np.asarray(state.losses, np.float64))
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_atomically(path, lambda f: f.write(text.encode()))
+
+
+def save_checkpoint(path: Path, state: TrainState) -> None:
+    """Write the state to `path` atomically (temporary file, then rename)."""
+    leaves = jax.tree.leaves((state.params, state.opt_state))
+    _write_atomically(path, lambda f: np.savez(f, *leaves, step=state.step, losses=np.asarray(state.losses, np.float64)))
 
 
 def load_checkpoint(path: Path, template: TrainState) -> TrainState:
@@ -208,7 +217,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
             return json.loads((workdir / "summary.json").read_text())
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        _write_text(workdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     state = state._replace(params=_parallel.replicate(mesh, state.params), opt_state=_parallel.replicate(mesh, state.opt_state))
     save = save_checkpoint if primary else lambda path, state: None
     train_step = make_train_step(net, optimizer, tc.grad)
@@ -284,7 +293,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
         "config": cfg.to_dict(),
     }
     if primary:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+        _write_text(workdir / "summary.json", json.dumps(summary, indent=2))
         plot(workdir)
     return summary
 
@@ -362,7 +371,7 @@ class _Metrics:
             self._note(json.loads(line))
         self.file = None
         if write:
-            path.write_text("".join(l + "\n" for l in kept))
+            _write_text(path, "".join(l + "\n" for l in kept))
             self.file = open(path, "a")
 
     def _note(self, record: dict[str, Any]) -> None:

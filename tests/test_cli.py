@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jaxbp
@@ -152,6 +155,23 @@ def test_ctrl_c_before_the_first_step_does_not_promise_a_checkpoint(tmp_path, mo
     assert cli.main(["train", "--out", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "checkpoint saved" not in err
+
+
+def test_sigterm_from_a_job_scheduler_saves_a_checkpoint_as_ctrl_c_does(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = ["train", "--out", "run", "--set", "train.epochs=1000000", "--set", "train.log_every=1",
+            "--set", "train.checkpoint_every=1000000000"]
+    proc = subprocess.Popen([sys.executable, "-m", "jaxbp.cli", *args], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics, deadline = tmp_path / "run" / "metrics.jsonl", time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 3) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved; continue with: jaxbp train --resume run" in err
+    with np.load(tmp_path / "run" / "checkpoint.npz") as f:
+        assert int(f["step"]) >= 3  # the steps run before the signal, not lost
 
 
 @pytest.mark.parametrize("seed", ["-1", "99999999999999999999999"])

@@ -112,6 +112,20 @@ def _interrupted_run(cfg, workdir, monkeypatch, factory: str, call: int) -> None
             train.train_and_evaluate(cfg, workdir)
 
 
+def test_a_crash_while_resume_rewrites_metrics_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": s, "loss": 1.0}) for s in (1, 2, 3)]
+    path.write_text("".join(l + "\n" for l in lines))
+
+    def crash(fd):
+        raise OSError("killed")
+
+    monkeypatch.setattr(train.os, "fsync", crash)  # dies after writing, before the rename
+    with pytest.raises(OSError, match="killed"):
+        train._Metrics(path, keep_until=2)  # resuming from step 2 drops step 3
+    assert path.read_text().splitlines() == lines
+
+
 def test_resume_after_ctrl_c_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, monkeypatch):
     overrides = ("train.epochs=3", "optimizer.name=momentum", "schedule.name=cosine", "train.checkpoint_every=1000")
     whole = train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "whole")
