@@ -49,8 +49,10 @@ def initialize_from_env() -> bool:
 def data_mesh(n: int | str = "auto") -> Mesh:
     """A 1-D mesh named "data" over the first n of `jax.devices()` (all of them for "auto")."""
     devices = jax.devices()
+    if not (n == "auto" or isinstance(n, int) and n >= 1):
+        raise ConfigError(f"config key 'parallel.data': got {n!r}, expected \"auto\" or an integer > 0")
     n = len(devices) if n == "auto" else n
-    if not 1 <= n <= len(devices):
+    if n > len(devices):
         raise ConfigError(
             f"config key 'parallel.data': got {n}, but {len(devices)} device(s) are visible "
             f"({devices[0].platform}); on CPU, XLA_FLAGS=--xla_force_host_platform_device_count={n} "

@@ -61,3 +61,9 @@ def test_more_devices_than_visible_is_a_config_error_that_says_how_to_force_them
     n = len(jax.devices()) + 1
     with pytest.raises(ConfigError, match=f"device_count={n} before jax is imported gives {n} host devices"):
         parallel.data_mesh(n)
+
+
+@pytest.mark.parametrize("n", [0, -2, "4", 2.0])
+def test_a_device_count_that_is_not_auto_or_a_positive_integer_is_a_config_error(n):
+    with pytest.raises(ConfigError, match=rf"'parallel.data': got {n!r}, expected \"auto\" or an integer > 0"):
+        parallel.data_mesh(n)
