@@ -1,7 +1,9 @@
 """Data parallelism: a batch split over 4 devices gives the one-device gradient and training run.
 
 The checks run in a subprocess (tests/_sharded.py) with XLA_FLAGS forcing 4 host devices, set
-before jax is imported, so this process keeps its one device.
+before jax is imported, so this process keeps its one device. The subprocess runs on the CPU
+platform (JAX_PLATFORMS=cpu): the flag only multiplies host devices, and on a machine with one
+GPU jax.devices() would otherwise be that GPU.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from jaxbp.config import ConfigError
 
 @pytest.fixture(scope="module")
 def sharded(tfds_dir) -> dict:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "_sharded.py"), str(tfds_dir)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
