@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the flag multiplies host devices only; a GPU would be the one device
 
 import re  # noqa: E402
 import sys  # noqa: E402
