@@ -29,8 +29,8 @@ def rel(a, b) -> float:
 def gradients(mesh) -> dict:
     rng = np.random.default_rng(0)
     out = {}
-    nets = {"lenet_300_100": (jaxbp.models.lenet_300_100(), (784,)), "lenet5": (jaxbp.models.lenet5(), None)}
-    for name, (net, _) in nets.items():
+    nets = {"lenet_300_100": jaxbp.models.lenet_300_100(), "lenet5": jaxbp.models.lenet5()}
+    for name, net in nets.items():
         params = jax.tree.map(lambda a: np.asarray(a, np.float64), net.init(jax.random.key(1)))
         x = rng.normal(size=(8, *net.in_shape))
         y = rng.integers(0, net.m, 8).astype(np.int32)
