@@ -10,7 +10,10 @@ Ratios are median(jaxbp) / median(reference), timed A, B, A, B, ... in one proce
 - ggn_diagonal vs diag(mean_b J_b^T H_b J_b) from vmapped jax.jacrev and jax.hessian;
 - empirical_ntk vs J(x1) J(x2)^T from vmapped jax.jacrev.
 
-    python benchmarks/per_example.py [--batches 128 1024] [--repeats 30]
+    python benchmarks/per_example.py [--batches 128 1024] [--jacobian-batch 128] [--repeats 30]
+
+--jacobian-batch is the batch of the Jacobian and GGN rows (at least 64: the NTK row takes two
+disjoint halves of 32 examples from it).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ def main() -> None:
     ap.add_argument("--jacobian-batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=30)
     args = ap.parse_args()
+    if args.jacobian_batch < 64:
+        ap.error(f"--jacobian-batch: expected at least 64 (the NTK row takes 32 + 32 examples), got {args.jacobian_batch}")
     net = jaxbp.models.lenet_300_100()
     params = net.init(jax.random.key(0))
     one = lambda p, xb, yb: net.loss(p, xb[None], yb[None])  # noqa: E731
