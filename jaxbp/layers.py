@@ -53,6 +53,10 @@ class Dense:
     n_in: int
     n_out: int
 
+    def __post_init__(self):
+        for name in ("n_in", "n_out"):
+            object.__setattr__(self, name, as_int(getattr(self, name), f"Dense: {name}"))
+
     @property
     def in_shape(self) -> tuple[int, ...]:
         return (self.n_in,)

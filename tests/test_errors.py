@@ -109,6 +109,13 @@ def test_network_checks_its_layers():
         jaxbp.grad_fn("lenet")
 
 
+@pytest.mark.parametrize("n_in, n_out, bad", [(0, 3, "n_in"), (4, -1, "n_out"), (2.5, 3, "n_in"), (4, True, "n_out"),
+                                             (4, "3", "n_out")])
+def test_dense_widths_are_positive_ints(n_in, n_out, bad):
+    with pytest.raises(ValueError, match=rf"Dense: {bad}: expected a positive int, got {(n_in, n_out)[bad == 'n_out']!r}"):
+        jaxbp.Dense(n_in, n_out)
+
+
 def test_layer_jacobian_arguments():
     with pytest.raises(ValueError, match=r"a: expected a vector of shape \(n_in,\), got shape \(2, 2\)"):
         jaxbp.layer_jacobian(jnp.ones((2, 2)), 3)
@@ -136,6 +143,7 @@ def test_networks_spelled_with_lists_are_networks_and_a_bare_string_is_not_a_lis
 def test_numpy_and_jax_scalars_are_accepted_wherever_a_number_is():
     assert jaxbp.Conv2D((8, 8, 1), np.int64(6), 3).out_channels == 6
     assert jaxbp.Stacked(jaxbp.Dense(3, 3), np.int64(2)).n == 2
+    assert jaxbp.Dense(np.int64(4), jnp.array(3)) == jaxbp.Dense(4, 3)
     assert jaxbp.mlp([4, 5, 5, 5, 3], scan=np.int64(2)) == jaxbp.mlp([4, 5, 5, 5, 3], scan=2)
     np.testing.assert_array_equal(jaxbp.layer_jacobian(jnp.ones(2), np.int64(2)), jaxbp.layer_jacobian(jnp.ones(2), 2))
     g = {"w": jnp.arange(1.0, 7.0)}
