@@ -89,14 +89,14 @@ def _checked_jit(net: Network, fn, *extra):
 
     fn is a module-level function, so every function made for the same net shares one jit cache
     (`jaxbp.grad_fn(net)(params, x, y)` in a loop compiles once). Shapes are validated when the
-    function is traced (once per shape); label values only when y is on the host (NumPy or a
-    list), so a step on device arrays pays no extra device round trip.
+    function is traced (once per shape); label values only when y is on the host (NumPy, a list
+    or a Python number), so a step on device arrays pays no extra device round trip.
     """
     if not isinstance(net, Network):
         raise TypeError(f"net: expected a jaxbp.Network, got {type(net).__name__}")
 
     def call(params: Params, x: Array, y: Array):
-        x, y = (np.asarray(v) if isinstance(v, (list, tuple)) else v for v in (x, y))
+        x, y = (np.asarray(v) if isinstance(v, (list, tuple, int, float, np.generic)) else v for v in (x, y))
         if isinstance(y, np.ndarray):  # label values are checked on the host only (no device round trip)
             net.check_inputs(params, x, y)
         return _jitted(net, fn, params, x, y, *extra)

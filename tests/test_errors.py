@@ -47,6 +47,18 @@ def test_bad_x_or_y(entry, x, y, match):
         _entry_points()[entry](PARAMS, x, y)
 
 
+@pytest.mark.parametrize("label", [3, -1, np.int64(3)])
+def test_a_host_scalar_label_of_one_sample_is_range_checked(label):
+    """One sample's class id given as a Python or NumPy number is on the host like a list: out of
+    range it is an error (one_hot would make it a zero row: loss 0, gradient silently 0)."""
+    for call in (jaxbp.grad_fn(NET), jaxbp.value_and_grad_fn(NET), NET.loss):
+        with pytest.raises(ValueError, match=rf"y: expected class ids .* values in \[0, 3\), got values in \[{label}, {label}\]"):
+            call(PARAMS, X[0], label)
+    assert np.isfinite(NET.loss(PARAMS, X[0], 2))
+    np.testing.assert_array_equal(jaxbp.grad_fn(NET)(PARAMS, X[0], 2)[1]["b"],
+                                  jax.grad(NET.loss)(PARAMS, X[0], 2)[1]["b"])
+
+
 def test_bad_labels_for_sigmoid_and_mse_heads():
     bce = jaxbp.mlp([4, 2], head="sigmoid_bce")
     p = bce.init(jax.random.key(0))
