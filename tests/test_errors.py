@@ -148,8 +148,10 @@ def test_networks_spelled_with_lists_are_networks_and_a_bare_string_is_not_a_lis
     np.testing.assert_array_equal(jaxbp.jacobian(net, PARAMS, X), jaxbp.jacobian(NET, PARAMS, X))
     with pytest.raises(TypeError, match="activations: expected a list or tuple, got str 'relu'"):
         jaxbp.Network([jaxbp.Dense(4, 5), jaxbp.Dense(5, 3)], "relu", "softmax_ce")
-    with pytest.raises(TypeError, match="net: expected a jaxbp.Network, got str"):
-        jaxbp.jacobian("net", PARAMS, X)
+    for call in (lambda: jaxbp.jacobian("net", PARAMS, X), lambda: jaxbp.ravel("net", PARAMS),
+                 lambda: jaxbp.unravel("net", jnp.zeros(43))):
+        with pytest.raises(TypeError, match="net: expected a jaxbp.Network, got str"):
+            call()
 
 
 def test_numpy_and_jax_scalars_are_accepted_wherever_a_number_is():
