@@ -117,6 +117,18 @@ def test_table1_closed_forms_match_jax_grad(head):
     if head == "softmax_ce":  # one-hot labels: the paper's -(y - y_hat)
         onehot = jnp.eye(4, dtype=F64)[jnp.array([0, 3, 1, 2, 2, 0])]
         assert_rel_close(-(onehot - yhat), jax.grad(lambda z: jnp.sum(h.loss(z, onehot)))(z), F64)
+    # the loss itself is Table 1's l(y, y_hat) of y_hat = f^[L](z) (the gradients above fix it only
+    # up to a term free of z), and Network.loss is its mean over the batch
+    printed = {
+        "sigmoid_bce": lambda t, yh: np.sum(-t * np.log(yh) - (1 - t) * np.log(1 - yh), 1),
+        "softmax_ce": lambda t, yh: -np.sum(t * np.log(yh), 1),
+        "identity_mse": lambda t, yh: np.sum((t - yh) ** 2, 1),
+    }[head]
+    assert_rel_close(h.loss(z, t), printed(targets, np.asarray(yhat)), F64)
+    net = jaxbp.mlp([3, 4], head=head)
+    params, x = random_params(net, 0, F64), jax.random.normal(jax.random.key(1), (6, 3), F64)
+    zx = np.asarray(net.apply(params, x))
+    assert_rel_close(net.loss(params, x, targets), np.mean(printed(targets, np.asarray(h.predict(zx)))), F64)
 
 
 @pytest.mark.parametrize(
