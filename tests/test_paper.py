@@ -43,6 +43,11 @@ def test_one_layer_jacobian_is_3x15_and_gradient_is_J_transpose_yhat_minus_y():
     yhat = net.predict(params, x)
     grad = jaxbp.ravel(net, jaxbp.grad_fn(net)(params, x, y))
     assert_rel_close(grad, J.T @ (yhat - y), F64)  # Eq. (1) with Table 1's y_hat - y
+    # erratum 24: that is [I (x) x; I_3](y_hat - y), 15 entries; the printed [I (x) x](y_hat - y) has
+    # 12 and drops grad_b l = y_hat - y, the last 3 (nonzero) entries of theta's gradient
+    assert grad.shape == (15,) and np.all(np.abs(np.asarray(yhat - y)) > 1e-3)
+    assert_rel_close(grad[:12], np.kron(np.eye(3), x[:, None]) @ (yhat - y), F64)
+    assert_rel_close(grad[12:], yhat - y, F64)
     assert_rel_close(grad, jaxbp.ravel(net, jax.grad(net.loss)(params, x, y)), F64)
 
 
