@@ -80,6 +80,10 @@ class Segment(NamedTuple):
     scanned: bool
 
 
+_LAYER_PROTOCOL = ("in_shape", "out_shape", "param_shapes", "size", "init", "apply", "vjp_input",
+                   "vjp_params", "ravel", "unravel")
+
+
 @dataclass(frozen=True)
 class Network:
     """z^[L] = g_L(theta_L, f^[L-1](... f^[1](g_1(theta_1, x)))) with a head for f^[L] and the loss."""
@@ -96,6 +100,14 @@ class Network:
             object.__setattr__(self, name, tuple(value))  # hashable, so jit can take the net as static
         if len(self.layers) == 0:
             raise ValueError("layers: expected at least one layer, got an empty list")
+        for i, layer in enumerate(self.layers):
+            inner = layer.layer if isinstance(layer, Stacked) else layer  # Stacked scans its layer's maps
+            missing = [name for name in _LAYER_PROTOCOL if not hasattr(inner, name)]
+            if missing:
+                raise TypeError(
+                    f"layers[{i}]: expected a layer (Dense, Conv2D, Stacked, ...) with {', '.join(missing)}, "
+                    f"got {type(layer).__name__} {layer!r}"
+                )
         if len(self.activations) != len(self.layers) - 1:
             raise ValueError(
                 f"activations: expected {len(self.layers) - 1} hidden activations "

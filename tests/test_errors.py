@@ -119,6 +119,11 @@ def test_network_checks_its_layers():
         jaxbp.Network((jaxbp.Dense(3, 5), jaxbp.Dense(5, 2)), (), "softmax_ce")
     with pytest.raises(TypeError, match="net: expected a jaxbp.Network, got str"):
         jaxbp.grad_fn("lenet")
+    with pytest.raises(TypeError, match=r"layers\[1\]: expected a layer .* with in_shape, .*got int 3"):
+        jaxbp.Network((jaxbp.Dense(3, 5), 3), ("relu",), "softmax_ce")
+    with pytest.raises(TypeError, match=r"layers\[0\]: expected a layer .*got tuple \(4, 3\)"):
+        jaxbp.Network(((4, 3),), (), "softmax_ce")
+    assert isinstance(jaxbp.mlp([3, 4, 4, 4, 2], scan=2).layers[1], jaxbp.Stacked)  # a Stacked entry is a layer
 
 
 @pytest.mark.parametrize("n_in, n_out, bad", [(0, 3, "n_in"), (4, -1, "n_out"), (2.5, 3, "n_in"), (4, True, "n_out"),
