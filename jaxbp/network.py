@@ -203,7 +203,12 @@ class Network:
                     f"y: x holds a batch of {shape[0]} samples but y has {np.shape(y)[0]} rows"
                 )
             y_b = y if batched else _add_batch(y)
-            _heads.check_labels(self.head_fn, y_b, shape[0] if batched else 1, self.m)
+            try:
+                _heads.check_labels(self.head_fn, y_b, shape[0] if batched else 1, self.m)
+            except ValueError as e:
+                if batched:
+                    raise
+                raise ValueError(f"{e} (x is one sample, so y of shape {np.shape(y)} was read as a batch of 1)") from None
         return batched
 
     def apply(self, params: Params, x: Array) -> Array:

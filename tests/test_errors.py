@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,6 +59,13 @@ def test_a_host_scalar_label_of_one_sample_is_range_checked(label):
     assert np.isfinite(NET.loss(PARAMS, X[0], 2))
     np.testing.assert_array_equal(jaxbp.grad_fn(NET)(PARAMS, X[0], 2)[1]["b"],
                                   jax.grad(NET.loss)(PARAMS, X[0], 2)[1]["b"])
+
+
+@pytest.mark.parametrize("y, got", [([0, 1], r"\(1, 2\)"), (np.zeros((1, 3)), r"\(1, 1, 3\)")])
+def test_labels_of_one_sample_are_reported_as_given(y, got):
+    for call in (jaxbp.grad_fn(NET), NET.loss):
+        with pytest.raises(ValueError, match=rf"got shape {got}.*\(x is one sample, so y of shape {re.escape(str(np.shape(y)))} was read"):
+            call(PARAMS, X[0], y)
 
 
 def test_bad_labels_for_sigmoid_and_mse_heads():
