@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from jaxbp.jacobian import _checked_jit, backward, param_rows
 from jaxbp.layers import Outer
-from jaxbp.network import Network, Params, fold, forward, input_dtype, like_params, unsegment
+from jaxbp.network import Network, Params, check_network, fold, forward, input_dtype, like_params, unsegment
 from jaxbp.per_example import per_example_vjp_params
 
 Array = jax.Array
@@ -114,8 +114,7 @@ def empirical_ntk(net: Network):
     >>> jaxbp.empirical_ntk(net)(net.init(jax.random.key(0)), jnp.ones((2, 4)), jnp.ones((6, 4))).shape
     (2, 6, 3, 3)
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"net: expected a jaxbp.Network, got {type(net).__name__}")
+    check_network(net)
 
     def call(params: Params, x1: Array, x2: Array) -> Array:
         batched = [net.check_inputs(params, x) for x in (x1, x2)]

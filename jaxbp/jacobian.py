@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.layers import Outer
-from jaxbp.network import Network, Params, fold, forward, like_params, unsegment
+from jaxbp.network import Network, Params, check_network, fold, forward, like_params, unsegment
 from jaxbp.params import offsets
 
 Array = jax.Array
@@ -92,8 +92,7 @@ def _checked_jit(net: Network, fn, *extra):
     function is traced (once per shape); label values only when y is on the host (NumPy, a list
     or a Python number), so a step on device arrays pays no extra device round trip.
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"net: expected a jaxbp.Network, got {type(net).__name__}")
+    check_network(net)
 
     def call(params: Params, x: Array, y: Array):
         x, y = (np.asarray(v) if isinstance(v, (list, tuple, int, float, np.generic)) else v for v in (x, y))
@@ -215,6 +214,5 @@ def jacobian(net: Network, params: Params, x: Array) -> Array:
     >>> jaxbp.jacobian(net, net.init(jax.random.key(0)), jnp.ones(4)).shape
     (3, 15)
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"net: expected a jaxbp.Network, got {type(net).__name__}")
+    check_network(net)
     return _jacobian(net, params, jnp.asarray(x), net.check_inputs(params, x))

@@ -230,6 +230,12 @@ class Network:
         return jnp.mean(self.head_fn.loss(z, self.head_fn.target(jnp.asarray(yb), self.m, z.dtype)))
 
 
+def check_network(net: Any) -> None:
+    """TypeError unless `net` is a Network (the functions taking one say so before touching it)."""
+    if not isinstance(net, Network):
+        raise TypeError(f"net: expected a jaxbp.Network, got {type(net).__name__}")
+
+
 def input_dtype(params: Params, x: Array):
     """The dtype a forward pass computes in: the first parameter array's (x's if there is none)."""
     leaves = jax.tree.leaves(params)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.network import Network, Params
+from jaxbp.network import Network, Params, check_network
 
 Array = jax.Array
 
@@ -30,14 +30,14 @@ def ravel(net: Network, params: Params) -> Array:
     >>> jaxbp.ravel(net, [{"W": jax.numpy.array([[1.0], [2.0]]), "b": jax.numpy.array([3.0])}]).tolist()
     [1.0, 2.0, 3.0]
     """
-    _check_net(net)
+    check_network(net)
     net.check_params(params)
     return jnp.concatenate([layer.ravel(p) for layer, p in reversed(list(zip(net.layers, params)))])
 
 
 def unravel(net: Network, theta: Array) -> Params:
     """theta: (P,) -> params (list, first layer first); the inverse of `ravel`."""
-    _check_net(net)
+    check_network(net)
     if np.shape(theta) != (net.n_params,):
         raise ValueError(
             f"theta: expected a vector of shape ({net.n_params},) for this network, "
@@ -47,8 +47,3 @@ def unravel(net: Network, theta: Array) -> Params:
     return [
         layer.unravel(theta[off : off + layer.size]) for layer, off in zip(net.layers, offsets(net))
     ]
-
-
-def _check_net(net) -> None:
-    if not isinstance(net, Network):
-        raise TypeError(f"net: expected a jaxbp.Network, got {type(net).__name__}")
