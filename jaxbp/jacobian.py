@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.layers import Outer
-from jaxbp.network import Network, Params, check_network, fold, forward, like_params, unsegment
+from jaxbp.network import Network, Params, check_network, fold, forward, layer_output, like_params, unsegment
 from jaxbp.params import offsets
 
 Array = jax.Array
@@ -43,21 +43,24 @@ def backward(net: Network, saved: list, g: Array, contract) -> list:
     A Stacked entry's scan only carries the chain and keeps each delta; its n contractions then
     run as one batched product over the stack (`jax.vmap`), which on CPU is cheaper than n
     products inside the loop, each copying its operands out of and its result into the stacks.
+    The scan reads a^[l] for f' straight from the stack of saved inputs, fused into the product
+    with f', rather than carrying it from the layer above: a carried array is copied at every
+    step (a fifth of the scanned step's time at width 256, docs/results.md).
     """
     out: list = [None] * len(net.layers)
     for seg, (ps, ys, a_out) in reversed(list(zip(net.segments(), saved))):
 
-        def step(carry, inp, seg=seg):
-            g, above = carry  # above: a^[l], this layer's output
-            p, (a, df) = inp
-            df = seg.act.df_from_f(above) if df is None else df
+        def step(g, inp, seg=seg, ys=ys, a_out=a_out):
+            p, (a, df), l = inp
+            df = seg.act.df_from_f(layer_output(seg, ys, a_out, l)) if df is None else df
             rows = g.ndim > df.ndim
             delta = g * (df[:, None] if rows else df)  # row vector(s) times diag(f'(z^[l]))
             pull = lambda d: seg.layer.vjp_input(p, a, d)  # noqa: E731
             g = jax.vmap(pull, in_axes=1, out_axes=1)(delta) if rows else pull(delta)
-            return (g, a), delta
+            return g, delta
 
-        (g, _), deltas = fold(seg, step, (g, a_out), (ps, ys), reverse=True)
+        index = jnp.arange(seg.n) if seg.scanned else range(seg.n)
+        g, deltas = fold(seg, step, g, (ps, ys, index), reverse=True)
         if seg.scanned:
             out[seg.index] = jax.vmap(functools.partial(contract, seg.layer))(ps, ys[0], deltas)
         else:

@@ -277,6 +277,18 @@ def unsegment(seg: Segment, tree):
     return tree if seg.scanned else tree[0]
 
 
+def layer_output(seg: Segment, ys, a_out: Array, l) -> Array:
+    """a^[l], the output of the segment's layer l, from `forward(..., keep=True)`'s saved inputs
+    `ys`: the next layer's input, or the segment's output a_out for its last layer.
+
+    l is an int for an unrolled segment and a traced index inside a scanned one, where it is one
+    dynamic slice of the stack that XLA fuses into its consumer (no copy)."""
+    if not seg.scanned:
+        return ys[l + 1][0] if l + 1 < seg.n else a_out
+    above = jax.lax.dynamic_index_in_dim(ys[0], jnp.minimum(l + 1, seg.n - 1), keepdims=False)
+    return jnp.where(l + 1 < seg.n, above, a_out)
+
+
 def forward(net: Network, params: Params, x: Array, keep: bool = False):
     """Forward pass on a batch x: (B, *in_shape) -> (z^[L]: (B, m), saved).
 
