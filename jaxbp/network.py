@@ -192,6 +192,8 @@ class Network:
             batched = False
         elif shape[1:] == self.in_shape and len(shape) == len(self.in_shape) + 1:
             batched = True
+            if shape[0] == 0:  # its mean loss would be 0/0
+                raise ValueError(f"x: expected at least one sample, got an empty batch of shape {shape}")
         else:
             raise ValueError(
                 f"x: expected shape {self.in_shape} (one sample) or (B, {', '.join(map(str, self.in_shape))}) "

@@ -32,6 +32,7 @@ SHAPE_ERRORS = [
     (X, np.zeros(5, int), "x holds a batch of 6 samples but y has 5 rows"),
     (X, np.zeros((6, 4)), r"y: head 'softmax_ce' expects.*got shape \(6, 4\)"),
     (X, jnp.zeros((6, 2, 3)), r"got shape \(6, 2, 3\)"),
+    (X[:0], Y[:0], r"x: expected at least one sample, got an empty batch of shape \(0, 4\)"),
 ]
 VALUE_ERRORS = [  # label values are checked on host (NumPy) arrays, where it costs no device sync
     (X, np.array([0, 1, 2, 3, 0, 1]), r"values in \[0, 3\).*got values in \[0, 3\]"),
