@@ -328,7 +328,7 @@ def mlp(
     `scan` identical hidden layers n -> n becomes one `Stacked` entry (stacked params, scanned),
     which keeps compile time flat in depth; shorter runs and, by default, all layers are one
     dict per layer, unrolled. On CPU `scan=64` is the break-even: an unrolled run of fewer
-    layers compiles no slower than a scanned one and steps 1.3-1.8x faster (docs/results.md).
+    layers compiles no slower than a scanned one and steps 1.2-1.5x faster (docs/results.md).
 
     >>> net = mlp([4, 5, 3], activation="relu", head="softmax_ce")
     >>> net.n_params  # 4*5+5 + 5*3+3
