@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxbp._checks import index
 from jaxbp.config import ConfigError
 
 AXIS = "data"
@@ -49,9 +50,10 @@ def initialize_from_env() -> bool:
 def data_mesh(n: int | str = "auto") -> Mesh:
     """A 1-D mesh named "data" over the first n of `jax.devices()` (all of them for "auto")."""
     devices = jax.devices()
-    if not (n == "auto" or isinstance(n, int) and n >= 1):
+    count = len(devices) if isinstance(n, str) and n == "auto" else index(n)
+    if count is None or count < 1:
         raise ConfigError(f"config key 'parallel.data': got {n!r}, expected \"auto\" or an integer > 0")
-    n = len(devices) if n == "auto" else n
+    n = count
     if n > len(devices):
         raise ConfigError(
             f"config key 'parallel.data': got {n}, but {len(devices)} device(s) are visible "

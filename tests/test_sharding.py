@@ -66,7 +66,8 @@ def test_more_devices_than_visible_is_a_config_error_that_says_how_to_force_them
         parallel.data_mesh(n)
 
 
-@pytest.mark.parametrize("n", [0, -2, "4", 2.0])
+@pytest.mark.parametrize("n", [0, -2, "4", 2.0, True])
 def test_a_device_count_that_is_not_auto_or_a_positive_integer_is_a_config_error(n):
     with pytest.raises(ConfigError, match=rf"'parallel.data': got {n!r}, expected \"auto\" or an integer > 0"):
         parallel.data_mesh(n)
+    assert parallel.data_mesh(np.int64(1)).size == 1  # a NumPy integer is an integer
