@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -172,6 +173,16 @@ def test_sigterm_from_a_job_scheduler_saves_a_checkpoint_as_ctrl_c_does(tmp_path
     assert "checkpoint saved; continue with: jaxbp train --resume run" in err
     with np.load(tmp_path / "run" / "checkpoint.npz") as f:
         assert int(f["step"]) >= 3  # the steps run before the signal, not lost
+
+
+def test_train_runs_from_a_thread_other_than_the_main_one(tmp_path):
+    """Only the main thread may install the SIGTERM handler; a run started elsewhere still trains."""
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(cli.main(["train", "--out", str(tmp_path / "run"),
+                                                                     "--set", "train.epochs=1"])))
+    worker.start()
+    worker.join()
+    assert codes == [0] and (tmp_path / "run" / "summary.json").is_file()
 
 
 @pytest.mark.parametrize("seed", ["-1", "99999999999999999999999"])
