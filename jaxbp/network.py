@@ -287,7 +287,7 @@ def layer_output(seg: Segment, ys, a_out: Array, l) -> Array:
     dynamic slice of the stack that XLA fuses into its consumer (no copy)."""
     if not seg.scanned:
         return ys[l + 1][0] if l + 1 < seg.n else a_out
-    above = jax.lax.dynamic_index_in_dim(ys[0], jnp.minimum(l + 1, seg.n - 1), keepdims=False)
+    above = jax.lax.dynamic_index_in_dim(ys[0], l + 1, keepdims=False)  # clamped to n - 1 for the last
     return jnp.where(l + 1 < seg.n, above, a_out)
 
 

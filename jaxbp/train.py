@@ -363,15 +363,13 @@ class _Metrics:
 
     def __init__(self, path: Path, keep_until: int, write: bool = True):
         lines = path.read_text().splitlines() if path.exists() else []
-        if lines and not _is_json(lines[-1]):  # the last line, torn by a crash while it was written
-            lines.pop()
-        kept = [l for l in lines if json.loads(l)["step"] <= keep_until]
+        kept = [(l, r) for l, r in _parse_lines(lines) if r["step"] <= keep_until]
         self.evals = {}  # step -> (test loss, accuracy) of the evaluations recorded
-        for line in kept:
-            self._note(json.loads(line))
+        for _, record in kept:
+            self._note(record)
         self.file = None
         if write:
-            _write_text(path, "".join(l + "\n" for l in kept))
+            _write_text(path, "".join(l + "\n" for l, _ in kept))
             self.file = open(path, "a")
 
     def _note(self, record: dict[str, Any]) -> None:
@@ -389,12 +387,16 @@ class _Metrics:
             self.file.close()
 
 
-def _is_json(line: str) -> bool:
-    try:
-        json.loads(line)
-    except json.JSONDecodeError:
-        return False
-    return True
+def _parse_lines(lines: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(line, record) for each JSON line; a last line torn by a crash while it was written is dropped."""
+    parsed = []
+    for i, line in enumerate(lines):
+        try:
+            parsed.append((line, json.loads(line)))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return parsed
 
 
 def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
