@@ -9,11 +9,11 @@ optax transformation to chain after any optimiser, so the training step stays th
 from __future__ import annotations
 
 import itertools
-from fractions import Fraction
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxbp._checks import as_float, as_int, is_traced
@@ -49,14 +49,18 @@ def _keep_largest(v: Array, k: int) -> Array:
 def _n_keep(n: int, k, sparsity):
     """How many of n entries to keep: k (at most n), or n - floor(sparsity n).
 
-    The floor is taken of the decimal the user wrote (Fraction(repr(sparsity))), not of the
-    float product: 0.29 * 100 is 28.999999999999996 in binary, and 29 of 100 is what 0.29 means.
-    A traced value (a schedule under `optax.inject_hyperparams`) is trusted and floored as a float.
+    The floor is of s n raised by one part in 1/eps of sparsity's own dtype, which undoes the
+    rounding of s and of the product: 0.29 * 100 is 28.999999999999996 in float64 and
+    float32(0.9) * 100 is 89.99999761581421, and 29 and 90 of 100 are what 0.29 and 0.9 mean.
+    A concrete and a traced sparsity (a schedule under `optax.inject_hyperparams`, which holds it
+    as a float32 or float64 array, concrete in an eager update) get the same count; a traced
+    value is trusted.
     """
-    if is_traced(sparsity):
-        return n - jnp.floor(sparsity * n).astype(int)
     if k is None:
-        return n - int(Fraction(repr(sparsity)) * n)
+        xp = jnp if is_traced(sparsity) else np
+        s = xp.asarray(sparsity) * 1.0  # an int (0) as a float; a float keeps its dtype
+        zeroed = xp.floor(s * n * (1 + xp.finfo(s.dtype).eps)).astype(int)
+        return n - (zeroed if xp is jnp else int(zeroed))
     if is_traced(k):
         return k
     if k > n:
@@ -90,8 +94,8 @@ def hard_threshold(
     """
     if (sparsity is None) == (k is None):
         raise ValueError(f"hard_threshold: give exactly one of sparsity and k, got sparsity={sparsity!r}, k={k!r}")
-    if sparsity is not None:
-        sparsity = as_float(sparsity, "sparsity", "a fraction in [0, 1)", lambda v: 0 <= v < 1)
+    if sparsity is not None:  # checked, but kept in its own dtype for _n_keep
+        as_float(sparsity, "sparsity", "a fraction in [0, 1)", lambda v: 0 <= v < 1)
     k = None if k is None else as_int(k, "k")
     if scope not in ("global", "layer"):
         raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")

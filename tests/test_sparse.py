@@ -130,6 +130,20 @@ def test_sparsity_zeroes_the_floor_of_the_fraction_as_written(scope):
     np.testing.assert_array_equal(new["v"], np.where(np.asarray(v) > 29, v, 0))
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("sparsity, kept", [(0.29, 71), (0.7, 30), (0.9, 10)])
+def test_injected_sparsity_zeroes_the_fraction_as_written_eagerly_and_under_jit(sparsity, kept, dtype):
+    """optax.inject_hyperparams holds the sparsity as an array of its hyperparam_dtype, concrete in
+    an eager update and traced under jit: float32(0.9) is 0.8999999761581421 and 0.29 * 100 is
+    28.999999999999996 in float64, yet every way of giving s keeps the 100 - 100 s entries s means."""
+    p, g = {"v": jnp.zeros(100, dtype)}, {"v": jnp.arange(100.0, 0.0, -1.0, dtype=dtype)}
+    tx = optax.inject_hyperparams(jaxbp.sparse.hard_threshold, hyperparam_dtype=dtype)(sparsity=sparsity)
+    state = tx.init(p)
+    plain = jaxbp.sparse.hard_threshold(np.dtype(dtype).type(sparsity))
+    for updates in (tx.update(g, state, p)[0], jax.jit(tx.update)(g, state, p)[0], plain.update(g, None, p)[0]):
+        np.testing.assert_array_equal(optax.apply_updates(p, updates)["v"], np.where(g["v"] > 100 - kept, g["v"], 0))
+
+
 def test_k_above_the_number_of_entries_is_an_error():
     """k > P would silently train dense; k = P keeps every entry."""
     net, params, grads = _setup()
