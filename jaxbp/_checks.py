@@ -55,7 +55,7 @@ def as_float(value: Any, name: str, expected: str, ok: Callable[[float], bool]) 
         return value
     try:
         v = None if isinstance(value, (bool, str)) or value is None else float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond a float (10**400)
         v = None
     if v is None or not ok(v):
         raise ValueError(f"{name}: expected {expected}, got {value!r}")

@@ -103,7 +103,7 @@ def test_clip_norm_may_be_traced_in_the_callers_jit_and_vmap():
         assert_rel_close(g, jax.tree.map(lambda v: jnp.tensordot(jnp.asarray(c), v, axes=1) / B, ref), jnp.float64)
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, "1", None, True])
+@pytest.mark.parametrize("bad", [0, -1.0, "1", None, True, pytest.param(10**400, id="10**400")])
 def test_clipped_grad_fn_rejects_bad_max_norm(bad):
     with pytest.raises(ValueError, match="max_norm"):
         jaxbp.clipped_grad_fn(jaxbp.mlp([2, 2]), bad)

@@ -160,6 +160,7 @@ def test_k_above_the_number_of_entries_is_an_error():
 @pytest.mark.parametrize("kwargs, match", [
     ({}, "exactly one"), ({"sparsity": 0.5, "k": 3}, "exactly one"), ({"sparsity": 1.0}, "sparsity"),
     ({"k": 0}, "k:"), ({"sparsity": 0.5, "scope": "leaf"}, "scope"), ({"k": 3, "scope": "layer"}, "k:"),
+    pytest.param({"sparsity": 10**400}, "sparsity", id="sparsity=10**400"),
 ])
 def test_hard_threshold_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
