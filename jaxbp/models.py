@@ -65,7 +65,7 @@ def lenet5(activation: str = "relu", pool: str = "max") -> Network:
     61706
     """
     pools = {"max": MaxPool2D, "avg": AvgPool2D}
-    if pool not in pools:
+    if not isinstance(pool, str) or pool not in pools:  # `in` hashes: a YAML list would raise TypeError
         raise ValueError(f"pool: expected 'max' or 'avg', got {pool!r}")
     Pool = pools[pool]
     c1 = Conv2D((28, 28, 1), 6, (5, 5), padding="SAME")

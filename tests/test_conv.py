@@ -316,6 +316,14 @@ def test_lenet5_gradient_matches_jax_grad():
 # -- bad input ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("pool", ["min", None, ["max"], {"max": 1}])
+def test_lenet5_pool_must_be_max_or_avg(pool):
+    """An unhashable pool (a YAML list in model.args) is named like any other wrong value, not a
+    bare 'unhashable type' TypeError."""
+    with pytest.raises(ValueError, match=r"pool: expected 'max' or 'avg', got"):
+        jaxbp.models.lenet5(pool=pool)
+
+
 @pytest.mark.parametrize(
     "K_shape,input_shape,stride,padding,match",
     [
