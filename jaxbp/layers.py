@@ -204,7 +204,8 @@ class Conv2D:
         as_shape(self.in_shape, "in_shape", "(H, W, C_in)", (3,))
         object.__setattr__(self, "out_channels", as_int(self.out_channels, "out_channels"))
         kh, kw = as_pair(self.kernel_size, "kernel_size", minimum=1)
-        g = conv_geometry((kh, kw, self.in_shape[2], self.out_channels), self.in_shape, self.stride, self.padding)
+        g = conv_geometry((kh, kw, self.in_shape[2], self.out_channels), self.in_shape, self.stride, self.padding,
+                          names=("kernel_size", "in_shape"))
         for name, value in (("in_shape", g.in_shape), ("kernel_size", (kh, kw)), ("stride", g.stride),
                             ("padding", g.pads)):
             object.__setattr__(self, name, value)
@@ -371,7 +372,7 @@ class _Pool2D(_ParameterFree):
         as_shape(self.in_shape, "in_shape", "(H, W, C)", (3,))
         ph, pw = as_pair(self.window, "window", minimum=1)
         stride = (ph, pw) if self.stride is None else self.stride
-        g = conv_geometry((ph, pw, self.in_shape[2], self.in_shape[2]), self.in_shape, stride, "VALID")
+        g = conv_geometry((ph, pw, self.in_shape[2], self.in_shape[2]), self.in_shape, stride, "VALID", ("window", "in_shape"))
         for name, value in (("in_shape", g.in_shape), ("window", (ph, pw)), ("stride", g.stride)):
             object.__setattr__(self, name, value)
 

@@ -111,8 +111,8 @@ def conv_geometry(
     padded = tuple(hwc[d] + sum(pads[d]) for d in range(2))
     if kernel[0] > padded[0] or kernel[1] > padded[1]:
         raise ValueError(
-            f"kernel larger than the input: kernel of shape {kernel_shape} does not fit the "
-            f"input of shape {input_shape} padded to {padded} (padding {padding!r})"
+            f"{names[0]}: kernel larger than the input: a {kernel[0]} x {kernel[1]} kernel does not fit "
+            f"{names[1]} = {input_shape} padded to {padded} (padding {padding!r})"
         )
     out = tuple((padded[d] - kernel[d]) // s[d] + 1 for d in range(2))
     return ConvGeometry(hwc, kernel, s, pads, (out[0], out[1], kernel[3]))  # type: ignore[arg-type]
