@@ -49,8 +49,8 @@ def _keep_largest(v: Array, k: int) -> Array:
 def _n_keep(n: int, k, sparsity):
     """How many of n entries to keep: k (at most n), or n - floor(sparsity n).
 
-    The floor is of s n raised by one part in 1/eps of sparsity's own dtype, which undoes the
-    rounding of s and of the product: 0.29 * 100 is 28.999999999999996 in float64 and
+    The floor is of s n (1 + eps), eps of sparsity's own dtype, which undoes the rounding of s
+    and of the product: 0.29 * 100 is 28.999999999999996 in float64 and
     float32(0.9) * 100 is 89.99999761581421, and 29 and 90 of 100 are what 0.29 and 0.9 mean.
     A concrete and a traced sparsity (a schedule under `optax.inject_hyperparams`, which holds it
     as a float32 or float64 array, concrete in an eager update) get the same count; a traced
