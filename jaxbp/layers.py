@@ -372,7 +372,8 @@ class _Pool2D(_ParameterFree):
         as_shape(self.in_shape, "in_shape", "(H, W, C)", (3,))
         ph, pw = as_pair(self.window, "window", minimum=1)
         stride = (ph, pw) if self.stride is None else self.stride
-        g = conv_geometry((ph, pw, self.in_shape[2], self.in_shape[2]), self.in_shape, stride, "VALID", ("window", "in_shape"))
+        g = conv_geometry((ph, pw, self.in_shape[2], self.in_shape[2]), self.in_shape, stride, "VALID",
+                          names=("window", "in_shape"))
         for name, value in (("in_shape", g.in_shape), ("window", (ph, pw)), ("stride", g.stride)):
             object.__setattr__(self, name, value)
 

@@ -400,7 +400,8 @@ def _parse_lines(lines: list[str]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(l) for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    """The records of a run's metrics.jsonl (a last line torn by a crash is dropped, as at resume)."""
+    return [record for _, record in _parse_lines((Path(workdir) / "metrics.jsonl").read_text().splitlines())]
 
 
 def plot(workdir: str | Path) -> None:
