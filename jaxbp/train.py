@@ -136,8 +136,11 @@ def make_evaluate(net: Network, chunk: int = 1000):
         return loss, jnp.sum(correct)
 
     def evaluate(params, x, y) -> tuple[float, float | None]:
-        totals = np.sum([sums(params, x[i : i + chunk], y[i : i + chunk]) for i in range(0, len(x), chunk)], 0)
-        return float(totals[0]) / len(x), None if head.labels == "real" else float(totals[1]) / len(x)
+        parts = [sums(params, x[i : i + chunk], y[i : i + chunk]) for i in range(0, len(x), chunk)]
+        # summed as JAX arrays, then float(): NumPy turning this list into an array would swallow a
+        # Ctrl-C / SIGTERM arriving meanwhile into a ValueError, and the run would end unsaved
+        loss, correct = (float(sum(part[k] for part in parts)) for k in (0, 1))
+        return loss / len(x), None if head.labels == "real" else correct / len(x)
 
     return evaluate
 

@@ -312,3 +312,21 @@ def test_binary_accuracy_counts_z_above_zero_against_the_0_1_targets():
     z = x @ params[0]["W"] + params[0]["b"][None]
     _, acc = train.make_evaluate(net, chunk=16)(params, x, y)
     assert 0 < acc < 1 and acc == pytest.approx(float(jnp.mean((z[:, 0] > 0) == (y == 1))))
+
+
+def test_an_interrupt_during_evaluation_stays_a_keyboard_interrupt(monkeypatch):
+    """Ctrl-C or SIGTERM (cli: SIGTERM raises KeyboardInterrupt) may land while evaluate turns its
+    chunk sums into numbers; it must reach train_and_evaluate's handler, which saves a checkpoint.
+    NumPy converting a list of device arrays swallowed it into 'setting an array element with a
+    sequence' (seen as a run killed by SIGTERM that exited 1 without saving)."""
+    net = config.build_model(config.ModelConfig("one_layer_classifier", {}))
+    params, x, y = net.init(jax.random.key(0)), jnp.ones((40, 4)), jnp.zeros(40, jnp.int32)
+    evaluate = train.make_evaluate(net, chunk=16)
+    evaluate(params, x, y)  # compiled before the interrupt is armed
+
+    def interrupt(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(jnp.ones(())), "__float__", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(params, x, y)
