@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -79,19 +78,14 @@ def _cmd_train(args) -> int:
         cfg = _config.load(args.config or DEFAULT_CONFIG, args.overrides)
         workdir = args.out or (made := _new_run_dir(Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
     print(f"jaxbp train: {cfg.name} -> {workdir}")
-    # a job scheduler stops a run with SIGTERM: treat it as Ctrl-C, which saves a checkpoint (only
-    # the main thread may set a handler; main() called from another thread keeps SIGTERM as it is)
-    main_thread = threading.current_thread() is threading.main_thread()
-    sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
-    try:
-        summary = _train.train_and_evaluate(cfg, workdir, resume=args.resume is not None)
+    try:  # a job scheduler stops a run with SIGTERM: treat it as Ctrl-C, which saves a checkpoint
+        summary = _train.train_and_evaluate(cfg, workdir, resume=args.resume is not None,
+                                            stop_signals=(signal.SIGINT, signal.SIGTERM))
     except KeyboardInterrupt:
         if (workdir / _train.CHECKPOINT).is_file():
             print(f"\ncheckpoint saved; continue with: jaxbp train --resume {workdir}", file=sys.stderr)
         raise
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, sigterm)
         if made is not None and not any(made.iterdir()):
             made.rmdir()
     _print_summary(summary, workdir)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import zipfile
 from pathlib import Path
@@ -33,6 +34,7 @@ import optax
 import yaml
 from tqdm import tqdm
 
+from jaxbp import _signals
 from jaxbp import data as _data
 from jaxbp import parallel as _parallel
 from jaxbp.config import Config, ConfigError, OptimizerConfig, ScheduleConfig, build_model
@@ -187,19 +189,27 @@ def load_checkpoint(path: Path, template: TrainState) -> TrainState:
     return TrainState(params, opt_state, step, losses)
 
 
-def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -> dict[str, Any]:
+def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False,
+                       stop_signals: Sequence[signal.Signals] = (signal.SIGINT,)) -> dict[str, Any]:
     """Run `cfg`, writing everything to `workdir`; returns the summary (also `summary.json`).
 
     With resume=True, continues from `workdir/checkpoint.npz` (a run already complete returns its
     summary); otherwise `workdir` must not hold a run yet. Raises `Diverged` when the loss or
-    gradient is not finite, and saves a checkpoint before re-raising KeyboardInterrupt.
+    gradient is not finite. Each of `stop_signals` (the `jaxbp` command adds SIGTERM) raises
+    KeyboardInterrupt, which saves a checkpoint and is re-raised; one that Python drops (it
+    arrived inside a garbage-collector callback) is raised again before the next step.
     """
+    with _signals.stop_on(stop_signals) as check:
+        return _train_and_evaluate(cfg, Path(workdir), resume, check)
+
+
+def _train_and_evaluate(cfg: Config, workdir: Path, resume: bool, check: Callable[[], None]) -> dict[str, Any]:
     _parallel.initialize_from_env()
     primary = jax.process_index() == 0  # the one process that writes the run directory
     tc = cfg.train
     mesh = _parallel.data_mesh(cfg.parallel.data)
     _parallel.check_batch_size(mesh, tc.batch_size)
-    workdir, ckpt = Path(workdir), Path(workdir) / CHECKPOINT
+    ckpt = workdir / CHECKPOINT
     _check_workdir(workdir, cfg, resume)
     net = build_model(cfg.model)
     ds = _data.load(cfg.data, net.in_shape, cfg.seed)
@@ -248,6 +258,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, resume: bool = False) -
                        leave=False, disable=None)
             t_epoch = time.perf_counter()
             for x, y in _data.batches(ds.x_train, ds.y_train, tc.batch_size, cfg.seed, epoch, start):
+                check()
                 x, y = _parallel.shard_batch(mesh, x, y)
                 params, opt_state, loss, finite = train_step(state.params, state.opt_state, x, y)
                 if not finite:

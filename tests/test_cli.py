@@ -165,10 +165,14 @@ def test_sigterm_from_a_job_scheduler_saves_a_checkpoint_as_ctrl_c_does(tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "jaxbp.cli", *args], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     metrics, deadline = tmp_path / "run" / "metrics.jsonl", time.monotonic() + 120
-    while not (metrics.is_file() and metrics.read_text().count("\n") >= 3) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    try:
+        while not (metrics.is_file() and metrics.read_text().count("\n") >= 3) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:  # a run that ignored the signal must not outlive the test (and fail the next one)
+        proc.kill()
+        proc.communicate()
     assert proc.returncode == 130, err
     assert "checkpoint saved; continue with: jaxbp train --resume run" in err
     with np.load(tmp_path / "run" / "checkpoint.npz") as f:

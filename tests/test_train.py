@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -330,3 +331,34 @@ def test_an_interrupt_during_evaluation_stays_a_keyboard_interrupt(monkeypatch):
     monkeypatch.setattr(type(jnp.ones(())), "__float__", interrupt)
     with pytest.raises(KeyboardInterrupt):
         evaluate(params, x, y)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the drop itself
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_that_python_drops_still_stops_the_run_at_the_next_step_with_a_checkpoint(tmp_path, monkeypatch, signum):
+    """A handler's KeyboardInterrupt raised inside a `__del__` or a gc callback (JAX has one) is
+    printed as 'Exception ignored' and dropped; a SIGTERM lost that way once left CI's run training
+    forever. The run must still stop before its next step and save that step's checkpoint."""
+    make, before = train.make_train_step, signal.getsignal(signum)
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            signal.raise_signal(signum)  # runs the handler here, whose exception Python drops
+
+    def dropping(*args):
+        step, calls = make(*args), itertools.count()
+
+        def wrapped(*a):
+            if next(calls) == 4:
+                SignalledWhileCollected()
+            return step(*a)
+
+        return wrapped
+
+    monkeypatch.setattr(train, "make_train_step", dropping)
+    with pytest.raises(KeyboardInterrupt, match=signum.name):
+        train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=3", "train.checkpoint_every=1000"), tmp_path,
+                                 stop_signals=(signal.SIGINT, signal.SIGTERM))
+    with np.load(tmp_path / train.CHECKPOINT) as f:
+        assert int(f["step"]) == 5  # the fifth step ran; the sixth did not
+    assert signal.getsignal(signum) is before
