@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -9,17 +10,28 @@ import jax
 import numpy as np
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 30, warmup: int = 3) -> dict[str, float]:
-    """Median wall time (s) of each zero-argument function, run in turn `repeats` times."""
-    for f in fns.values():
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 30, warmup: int = 3,
+                min_time: float = 0.02) -> dict[str, float]:
+    """Median wall time (s) per call of each zero-argument function, run in turn `repeats` times.
+
+    Each turn of a function is as many back-to-back calls as fill `min_time` (one call for a
+    function slower than that, as `timeit`'s autorange): a millisecond function timed by a single
+    call right after a 40 ms one measured up to twice its steady time (caches and the thread pool
+    left cold by its neighbour), which is a property of the benchmark's order, not of the function.
+    """
+    calls = {}
+    for k, f in fns.items():
         for _ in range(warmup):
+            t = time.perf_counter()
             jax.block_until_ready(f())
+        calls[k] = max(1, math.ceil(min_time / (time.perf_counter() - t)))
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
             t = time.perf_counter()
-            jax.block_until_ready(f())
-            times[k].append(time.perf_counter() - t)
+            for _ in range(calls[k]):
+                jax.block_until_ready(f())
+            times[k].append((time.perf_counter() - t) / calls[k])
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
