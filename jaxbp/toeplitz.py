@@ -44,9 +44,10 @@ class ConvGeometry(NamedTuple):
 
 
 def as_pair(value, name: str, minimum: int | None = None) -> Pair:
-    """An int (Python, NumPy or 0-d JAX) or a pair of them as (int, int), each >= `minimum` if
-    given, else a ValueError naming `name`."""
-    items = value if isinstance(value, (tuple, list)) and len(value) == 2 else (value, value)
+    """An int (Python, NumPy or 0-d JAX) or a pair of them (a tuple, a list or an array of shape
+    (2,)) as (int, int), each >= `minimum` if given, else a ValueError naming `name`."""
+    pair_like = isinstance(value, (tuple, list)) and len(value) == 2 or np.shape(value) == (2,)
+    items = value if pair_like else (value, value)
     pair = tuple(index(v) for v in items)
     if None in pair or (minimum is not None and min(pair) < minimum):  # type: ignore[type-var]
         bound = "" if minimum is None else f" >= {minimum}"
@@ -103,7 +104,7 @@ def conv_geometry(
             pads = (as_pair(padding[0], "padding"), as_pair(padding[1], "padding"))
             if len(padding) != 2 or min(min(p) for p in pads) < 0:
                 raise ValueError
-        except (ValueError, TypeError, IndexError):
+        except (ValueError, TypeError, IndexError, KeyError):  # KeyError: a dict given
             raise ValueError(
                 f"padding: expected 'VALID', 'SAME' or ((top, bottom), (left, right)) of ints "
                 f">= 0, got {padding!r}"

@@ -334,6 +334,8 @@ def test_lenet5_pool_must_be_max_or_avg(pool):
         ((3, 3), (5, 5), (1, -1), "VALID", r"stride.*-1"),
         ((3, 3), (5, 5), 1, "FULL", r"padding.*'FULL'"),
         ((3, 3), (5, 5), 1, ((1, -1), (0, 0)), r"padding"),
+        ((3, 3), (5, 5), 1, {"top": 1}, r"padding: expected .* got \{'top': 1\}"),
+        ((3, 3), (5, 5), np.array([1, 2, 3]), "VALID", r"stride: .* got array\(\[1, 2, 3\]\)"),
         ((3, 3, 1), (5, 5), 1, "VALID", r"K: .*\(3, 3, 1\)"),
         ((3, 3), (5,), 1, "VALID", r"input_shape.*\(5,\)"),
     ],
@@ -400,7 +402,7 @@ def test_integer_shapes_of_numpy_and_jax_are_accepted():
     assert layer.in_shape == (4, 5, 1) and all(type(d) is int for d in layer.in_shape)
 
 
-def test_kernel_size_and_window_errors_name_them_and_jax_ints_are_accepted():
+def test_kernel_size_and_window_errors_name_them_and_jax_ints_and_numpy_pairs_are_accepted():
     """A kernel_size or window below 1 is named as given (not as the HWIO kernel "K" built from
     it), and 0-d JAX ints count as ints here as everywhere in jaxbp (`_checks`)."""
     with pytest.raises(ValueError, match=r"kernel_size: expected an int or a pair of ints >= 1, got \(0, 3\)"):
@@ -409,6 +411,8 @@ def test_kernel_size_and_window_errors_name_them_and_jax_ints_are_accepted():
         jaxbp.MaxPool2D((8, 8, 1), -2)
     assert jaxbp.Conv2D((8, 8, 1), 2, jnp.array(3), stride=jnp.array(2)) == jaxbp.Conv2D((8, 8, 1), 2, 3, 2)
     assert jaxbp.AvgPool2D((8, 8, 1), (jnp.array(2), 2)).out_shape == (4, 4, 1)
+    assert jaxbp.Conv2D((8, 8, 1), 2, np.array([3, 2]), stride=np.array([2, 1]), padding=np.array([[1, 0], [0, 1]])) \
+        == jaxbp.Conv2D((8, 8, 1), 2, (3, 2), (2, 1), ((1, 0), (0, 1)))
     K, X = jnp.arange(9.0).reshape(3, 3), jnp.arange(25.0).reshape(5, 5)
     T = jaxbp.toeplitz(K, (5, 5), jnp.array(2), ((jnp.array(1), 0), (0, 1)))
     ref = lax_conv(X[..., None], K[..., None, None], 2, ((1, 0), (0, 1)))
