@@ -28,7 +28,8 @@ The Hessians with respect to z (not in the paper) and their factors S (S^T S = H
 | identity_mse  | 2 I                                  | sqrt(2) I                          |
 
 The softmax factor uses 1^T s = 1; it needs 1^T y >= 0, which holds for any label rows of
-non-negative weights (class ids, one-hot, probabilities).
+non-negative weights (class ids, one-hot, probabilities): `check_labels` refuses negative
+weights given on the host.
 """
 
 from __future__ import annotations
@@ -163,6 +164,13 @@ def check_labels(head: Head, y, batch: int, m: int) -> None:
             raise ValueError(
                 f"y: head 'sigmoid_bce' expects targets in [0, 1] (usually {{0, 1}}), "
                 f"got values in [{y.min()}, {y.max()}]"
+            )
+    if head.labels == "classes" and _is_host(y):  # weights of the classes' log-probabilities
+        y = np.asarray(y)
+        if y.size and y.min() < 0:
+            raise ValueError(
+                f"y: head {head.name!r} expects one-hot or probability rows, i.e. weights >= 0 "
+                f"(they need not sum to one), got a smallest value of {y.min()}"
             )
 
 

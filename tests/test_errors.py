@@ -69,6 +69,17 @@ def test_labels_of_one_sample_are_reported_as_given(y, got):
             call(PARAMS, X[0], y)
 
 
+def test_negative_class_weights_are_refused_for_softmax_ce():
+    """Label rows are weights of log-probabilities (one-hot, probabilities, any scale): a negative
+    one is a mistake, and a row of negative total made the GGN's Hessian factor sqrt(1^T y) NaN."""
+    y = np.full((6, 3), 0.5)
+    y[2, 1] = -1.5
+    for call in (jaxbp.grad_fn(NET), jaxbp.ggn_diagonal(NET), NET.loss, jaxbp.per_example_grads(NET)):
+        with pytest.raises(ValueError, match=r"y: head 'softmax_ce' expects .* weights >= 0 .*smallest value of -1.5"):
+            call(PARAMS, X, y)
+    assert np.isfinite(NET.loss(PARAMS, X, np.abs(y)))
+
+
 def test_bad_labels_for_sigmoid_and_mse_heads():
     bce = jaxbp.mlp([4, 2], head="sigmoid_bce")
     p = bce.init(jax.random.key(0))
