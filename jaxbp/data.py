@@ -113,7 +113,10 @@ def _iris(test_fraction: float, seed: int):
             f"data.test_fraction: got {test_fraction}, which leaves Iris (50 examples per class) no "
             f"{'training' if test.all() else 'test'} examples; expected a fraction in (0.01, 0.99), e.g. 0.2"
         )
-    return x[~test], y[~test], x[test], y[test]
+    # each split in an order drawn from the seed: data.n_train / n_test then take a random subset,
+    # not the first class's examples
+    train, test = (rng.permutation(np.flatnonzero(mask)) for mask in (~test, test))
+    return x[train], y[train], x[test], y[test]
 
 
 def _tfds(cfg: DataConfig, split: str, n: int | None) -> tuple[np.ndarray, np.ndarray]:

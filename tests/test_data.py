@@ -27,6 +27,14 @@ def test_the_iris_split_is_a_function_of_the_seed():
     assert not np.array_equal(a.x_test, c.x_test)
 
 
+def test_an_iris_subset_is_drawn_from_every_class():
+    """data.n_train / n_test take the first examples of a split; Iris's file is sorted by class,
+    so the splits are shuffled first (n_train=30 took 30 setosas)."""
+    ds = data.load(DataConfig(n_train=30, n_test=9), (4,), seed=0)
+    assert len(ds.y_train) == 30 and len(ds.y_test) == 9
+    assert np.unique(ds.y_train).tolist() == [0, 1, 2] and np.unique(ds.y_test).tolist() == [0, 1, 2]
+
+
 @pytest.mark.parametrize("fraction, empty", [(0.005, "test"), (0.995, "training")])
 def test_an_iris_test_fraction_that_empties_a_split_is_a_data_error(fraction, empty):
     with pytest.raises(data.DataError, match=f"data.test_fraction: got {fraction}, .* no {empty} examples"):
