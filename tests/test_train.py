@@ -92,9 +92,14 @@ def test_schedules_follow_their_formulas_after_warmup(name):
     np.testing.assert_allclose([lr(10 + i) for i in t], expected, rtol=1e-5)
 
 
-def _interrupted_run(cfg, workdir, monkeypatch, factory: str, call: int) -> None:
-    """Run cfg into workdir with Ctrl-C at the `call`-th (0-based) call of the function that
-    `train.<factory>` makes (the train step, the evaluation), as a user would press it."""
+def _press_ctrl_c() -> None:
+    raise KeyboardInterrupt
+
+
+def _interrupted_run(cfg, workdir, monkeypatch, factory: str, call: int, interrupt=_press_ctrl_c, match=None) -> None:
+    """Run cfg into workdir with `interrupt()` (Ctrl-C as a user would press it) just before the
+    `call`-th (0-based) call of the function that `train.<factory>` makes (the train step, the
+    evaluation); the run must end in KeyboardInterrupt. SIGINT and SIGTERM both stop it."""
     make = getattr(train, factory)
 
     def interrupting(*args):
@@ -102,15 +107,15 @@ def _interrupted_run(cfg, workdir, monkeypatch, factory: str, call: int) -> None
 
         def wrapped(*a):
             if next(calls) == call:
-                raise KeyboardInterrupt
+                interrupt()
             return fn(*a)
 
         return wrapped
 
     with monkeypatch.context() as m:
         m.setattr(train, factory, interrupting)
-        with pytest.raises(KeyboardInterrupt):
-            train.train_and_evaluate(cfg, workdir)
+        with pytest.raises(KeyboardInterrupt, match=match):
+            train.train_and_evaluate(cfg, workdir, stop_signals=(signal.SIGINT, signal.SIGTERM))
 
 
 def test_a_crash_while_resume_rewrites_metrics_leaves_the_old_file_whole(tmp_path, monkeypatch):
@@ -339,26 +344,14 @@ def test_a_signal_that_python_drops_still_stops_the_run_at_the_next_step_with_a_
     """A handler's KeyboardInterrupt raised inside a `__del__` or a gc callback (JAX has one) is
     printed as 'Exception ignored' and dropped; a SIGTERM lost that way once left CI's run training
     forever. The run must still stop before its next step and save that step's checkpoint."""
-    make, before = train.make_train_step, signal.getsignal(signum)
+    before = signal.getsignal(signum)
 
     class SignalledWhileCollected:
         def __del__(self):
             signal.raise_signal(signum)  # runs the handler here, whose exception Python drops
 
-    def dropping(*args):
-        step, calls = make(*args), itertools.count()
-
-        def wrapped(*a):
-            if next(calls) == 4:
-                SignalledWhileCollected()
-            return step(*a)
-
-        return wrapped
-
-    monkeypatch.setattr(train, "make_train_step", dropping)
-    with pytest.raises(KeyboardInterrupt, match=signum.name):
-        train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=3", "train.checkpoint_every=1000"), tmp_path,
-                                 stop_signals=(signal.SIGINT, signal.SIGTERM))
+    _interrupted_run(_cfg("iris_two_layer", "train.epochs=3", "train.checkpoint_every=1000"), tmp_path, monkeypatch,
+                     "make_train_step", 4, interrupt=SignalledWhileCollected, match=signum.name)
     with np.load(tmp_path / train.CHECKPOINT) as f:
         assert int(f["step"]) == 5  # the fifth step ran; the sixth did not
     assert signal.getsignal(signum) is before
