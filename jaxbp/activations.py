@@ -98,6 +98,5 @@ def get(name: str) -> Activation:
 def softmax_jacobian(z: Array) -> Array:
     """J_z softmax(z) = diag(s) - s s^T for z: (c,), shape (c, c); batched over leading axes."""
     s = jax.nn.softmax(z, axis=-1)
-    return jnp.einsum("...i,ij->...ij", s, jnp.eye(s.shape[-1], dtype=s.dtype)) - jnp.einsum(
-        "...i,...j->...ij", s, s
-    )
+    eye = jnp.broadcast_to(jnp.eye(s.shape[-1], dtype=s.dtype), (*s.shape, s.shape[-1]))
+    return s[..., :, None] * (eye - s[..., None, :])  # entry (i, j): s_i (delta_ij - s_j), no dot

@@ -270,9 +270,16 @@ class Conv2D:
         return {"K": dK, "b": jnp.sum(delta, axis=(0, 1, 2))}
 
     def _patches(self, a: Array) -> Array:
-        """im2col: a: (B, H, W, C_in) -> (B, H_o W_o, kh kw C_in), each window flattened (i, j, c) row-major."""
+        """im2col: a: (B, H, W, C_in) -> (B, H_o W_o, kh kw C_in), each window flattened (i, j, c) row-major.
+
+        lax builds the patches as a convolution with one-hot filters, so it runs at HIGHEST
+        precision: the backend's default (TF32 on recent GPUs, bfloat16 passes on TPUs) would
+        round the copied activations themselves, not only a product.
+        """
         kh, kw = self.kernel_size
-        P = jax.lax.conv_general_dilated_patches(a, (kh, kw), self.stride, self.padding, dimension_numbers=_DN)
+        P = jax.lax.conv_general_dilated_patches(
+            a, (kh, kw), self.stride, self.padding, dimension_numbers=_DN, precision=jax.lax.Precision.HIGHEST
+        )
         B, Ho, Wo, _ = P.shape  # lax orders a window's features (c, i, j)
         return jnp.moveaxis(P.reshape(B, Ho * Wo, self.in_shape[2], kh, kw), 2, 4).reshape(B, Ho * Wo, -1)
 

@@ -183,6 +183,22 @@ def test_conv2d_maps_are_T_x_T_transpose_delta_and_im2col_transpose_delta(shape,
     np.testing.assert_allclose(g["b"], delta.sum((0, 1, 2)), rtol=1e-12)
 
 
+def test_conv2d_patches_are_an_exact_copy_whatever_the_default_matmul_precision():
+    """The im2col of per-example gradients and Jacobian rows is a copy of the activations: lax
+    builds it as a convolution with one-hot filters, which at a backend's default precision
+    (TF32 on GPUs, bfloat16 passes on TPUs) would round them. On CPU the numbers cannot show it,
+    so the lowered program is checked too."""
+    layer = jaxbp.Conv2D((6, 5, 2), 3, (3, 2), 2, "SAME")
+    a = jax.random.normal(jax.random.key(0), (2, 6, 5, 2)) * 1.2345678
+    with jax.default_matmul_precision("bfloat16"):
+        P = jax.jit(layer._patches)(a)
+        hlo = jax.jit(layer._patches).lower(a).as_text()
+    want = [jaxbp.patches(a[i], (3, 2, 2, 3), 2, "SAME") for i in range(2)]
+    np.testing.assert_array_equal(P, np.stack(want))
+    (conv,) = [line for line in hlo.splitlines() if "stablehlo.convolution" in line]
+    assert "precision_config = [#stablehlo<precision HIGHEST>" in conv, conv
+
+
 def test_conv2d_theta_is_filter_by_filter_then_biases():
     layer = jaxbp.Conv2D((4, 4, 2), 3, (2, 2))
     K = jnp.arange(24.0).reshape(2, 2, 2, 3)
