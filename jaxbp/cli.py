@@ -116,7 +116,8 @@ def _print_summary(s: dict, workdir: Path) -> None:
         ("train loss", f"{s['train_loss']:.4f}" if s["train_loss"] is not None else "n/a"),
         ("test loss", f"{s['test_loss']:.4f}"),
         ("test accuracy", acc),
-        ("wall time", f"{s['wall_time_s']:.1f} s"),
+        ("wall time", f"{s['wall_time_s']:.1f} s" + (f" (since resuming at step {s['resumed_from_step']})"
+                                                    if s.get("resumed_from_step") is not None else "")),
         ("throughput", f"{s['examples_per_s']:.0f} examples/s" if s["examples_per_s"] else "n/a"),
         ("device", s["device"] + (f" x {s['devices']} (data parallel)" if s.get("devices", 1) > 1 else "")),
         ("run directory", str(workdir)),

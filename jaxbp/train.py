@@ -238,7 +238,7 @@ def _train_and_evaluate(cfg: Config, workdir: Path, resume: bool, check: Callabl
     evaluate = make_evaluate(net)
     metrics = _Metrics(workdir / "metrics.jsonl", keep_until=state.step, write=primary)
 
-    t_start, t_train, n_seen = time.perf_counter(), 0.0, 0
+    t_start, t_train, n_seen, first_step = time.perf_counter(), 0.0, 0, state.step
     try:
         while True:
             epoch, start = divmod(state.step, steps_per_epoch)  # epochs done, steps into the next
@@ -298,7 +298,8 @@ def _train_and_evaluate(cfg: Config, workdir: Path, resume: bool, check: Callabl
         "train_loss": float(np.mean(state.losses)) if state.losses else None,
         "epochs": tc.epochs,
         "steps": state.step,
-        "wall_time_s": time.perf_counter() - t_start,
+        "wall_time_s": time.perf_counter() - t_start,  # of this process: since resuming, if it did
+        "resumed_from_step": first_step if resume else None,
         "examples_per_s": n_seen / t_train if t_train else None,
         "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
         "devices": mesh.size,

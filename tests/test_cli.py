@@ -79,8 +79,10 @@ def test_divergence_exits_1_and_names_the_step(tmp_path, capsys):
 
 def test_resume_continues_a_finished_run_for_more_epochs(tmp_path, capsys):
     assert cli.main(["train", "iris_two_layer", "--out", str(tmp_path), "--set", "train.epochs=2"]) == 0
+    assert "since resuming" not in capsys.readouterr().out
     assert cli.main(["train", "--resume", str(tmp_path), "--set", "train.epochs=3"]) == 0
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 21
+    assert "(since resuming at step 14)" in capsys.readouterr().out  # the wall time is this process's
 
 
 def test_the_printed_summary_names_the_number_of_devices_of_a_data_parallel_run(tmp_path, capsys):

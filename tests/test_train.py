@@ -141,6 +141,7 @@ def test_resume_after_ctrl_c_ends_with_the_parameters_of_an_uninterrupted_run(tm
     assert train.load_checkpoint(tmp_path / "cut" / train.CHECKPOINT, template).step == 10
     resumed = train.train_and_evaluate(_cfg("iris_two_layer", *overrides), tmp_path / "cut", resume=True)
     assert resumed["steps"] == whole["steps"] == 21
+    assert (whole["resumed_from_step"], resumed["resumed_from_step"]) == (None, 10)  # its wall time is since step 10
     a, b = (train.load_checkpoint(tmp_path / d / train.CHECKPOINT, template) for d in ("whole", "cut"))
     for u, v in zip(jax.tree.leaves(a[:2]), jax.tree.leaves(b[:2]), strict=True):
         np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)
