@@ -3,7 +3,7 @@
 The network is width 256, batch 128, tanh hidden layers, softmax head; the reference is
 `jax.jit(jax.grad(loss))` of the same network written as a Python loop over a list of
 per-layer params. jaxbp builds it with `mlp(..., scan=k)` (default k = 64): a run of at least
-k identical hidden layers becomes one `Stacked` entry scanned with `jax.lax.scan`, so its
+k identical 256 -> 256 layers (here all but the head) becomes one `Stacked` entry scanned with `jax.lax.scan`, so its
 compile time stays flat in depth while the unrolled reference grows linearly; shorter runs
 stay one dict per layer and unroll, which on CPU compiles no slower and steps faster (the
 threshold is measured in docs/results.md; `--scan 2` scans every depth). All get the same
@@ -44,10 +44,9 @@ def unrolled_loss(params, x, y):
 
 
 def scanned_loss(params, x, y):
-    """The same network over `mlp(..., scan=2)`'s params [first layer, Stacked hidden layers, head]."""
-    a = jnp.tanh(x @ params[0]["W"] + params[0]["b"])
-    a, _ = jax.lax.scan(lambda a, p: (jnp.tanh(a @ p["W"] + p["b"]), None), a, params[1])
-    return _cross_entropy(a @ params[2]["W"] + params[2]["b"], y)
+    """The same network over `mlp(..., scan=2)`'s params [Stacked layers 1 to depth - 1, head]."""
+    a, _ = jax.lax.scan(lambda a, p: (jnp.tanh(a @ p["W"] + p["b"]), None), x, params[0])
+    return _cross_entropy(a @ params[1]["W"] + params[1]["b"], y)
 
 
 def _cross_entropy(z, y):

@@ -325,9 +325,9 @@ def mlp(
 
     sizes: [n_0, ..., n_L] (at least two positive ints); activation: the hidden f^[1..L-1];
     head: "softmax_ce", "sigmoid_bce" or "identity_mse"; scan: if set, every run of at least
-    `scan` identical hidden layers n -> n becomes one `Stacked` entry (stacked params, scanned),
-    which keeps compile time flat in depth; shorter runs and, by default, all layers are one
-    dict per layer, unrolled. On CPU `scan=64` is the break-even: an unrolled run of fewer
+    `scan` identical layers n -> n before the head (the input layer too when n_0 = n_1) becomes
+    one `Stacked` entry (stacked params, scanned), which keeps compile time flat in depth;
+    shorter runs and, by default, all layers are one dict per layer, unrolled. On CPU `scan=64` is the break-even: an unrolled run of fewer
     layers compiles no slower than a scanned one and steps 1.2-1.5x faster (docs/results.md).
 
     >>> net = mlp([4, 5, 3], activation="relu", head="softmax_ce")
@@ -344,10 +344,10 @@ def mlp(
     _act.get(activation)
     dense = [Dense(int(i), int(o)) for i, o in zip(sizes, sizes[1:])]
     layers = dense
-    if scan is not None:  # the input and head layers stay alone; runs shorter than `scan` unroll
-        layers = [dense[0]]
-        for layer, run in itertools.groupby(dense[1:-1]):
+    if scan is not None:  # the head layer stays alone (f^[L] is the head's); runs shorter than `scan` unroll
+        layers = []
+        for layer, run in itertools.groupby(dense[:-1]):
             n = len(list(run))
             layers += [Stacked(layer, n)] if n >= scan else [layer] * n
-        layers += dense[-1:] if len(dense) > 1 else []
+        layers += dense[-1:]
     return Network(tuple(layers), (activation,) * (len(layers) - 1), head)

@@ -76,15 +76,17 @@ def test_random_architectures_match_autodiff(sizes, activation, head, batch, see
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation", ["tanh", "relu", "softplus", "gelu", "leaky_relu"])
-def test_stacked_scan_matches_unrolled_and_autodiff(dtype, activation):
+@pytest.mark.parametrize("n_0,stacked", [(6, 6), (5, 7)], ids=["input-layer-alone", "input-layer-stacked"])
+def test_stacked_scan_matches_unrolled_and_autodiff(dtype, activation, n_0, stacked):
     """A deep uniform stack folded with lax.scan (mlp(..., scan=2)) gives the same numbers,
-    whether f' is saved (gelu, leaky_relu) or taken from the saved outputs (the others)."""
-    scanned = jaxbp.mlp([6] + [5] * 7 + [3], activation=activation, scan=2)
-    plain = jaxbp.mlp([6] + [5] * 7 + [3], activation=activation)
-    assert any(isinstance(layer, jaxbp.Stacked) for layer in scanned.layers)
+    whether f' is saved (gelu, leaky_relu) or taken from the saved outputs (the others), and
+    whether a plain layer comes first or the scan starts at the input."""
+    sizes = [n_0] + [5] * 7 + [3]
+    scanned, plain = jaxbp.mlp(sizes, activation=activation, scan=2), jaxbp.mlp(sizes, activation=activation)
+    assert [layer.n for layer in scanned.layers if isinstance(layer, jaxbp.Stacked)] == [stacked]
     params = random_params(scanned, 3, dtype)
     listed = jaxbp.unravel(plain, jaxbp.ravel(scanned, params))  # same theta, per-layer params
-    x = jax.random.normal(jax.random.key(0), (4, 6), dtype)
+    x = jax.random.normal(jax.random.key(0), (4, n_0), dtype)
     y = np.array([0, 1, 2, 1])
     g = jaxbp.grad_fn(scanned)(params, x, y)
     assert_rel_close(g, jax.grad(scanned.loss)(params, x, y), dtype, "scanned vs jax.grad")
