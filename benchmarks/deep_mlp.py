@@ -3,11 +3,11 @@
 The network is width 256, batch 128, tanh hidden layers, softmax head; the reference is
 `jax.jit(jax.grad(loss))` of the same network written as a Python loop over a list of
 per-layer params. jaxbp builds it with `mlp(..., scan=k)` (default k = 64): a run of at least
-k identical 256 -> 256 layers (here all but the head) becomes one `Stacked` entry scanned with `jax.lax.scan`, so its
-compile time stays flat in depth while the unrolled reference grows linearly; shorter runs
-stay one dict per layer and unroll, which on CPU compiles no slower and steps faster (the
-threshold is measured in docs/results.md; `--scan 2` scans every depth). All get the same
-parameter values. For context it also times `jax.jit(jax.grad(...))` of the network written
+k identical 256 -> 256 layers (here all but the head) becomes one `Stacked` entry scanned with
+`jax.lax.scan`, so its compile time stays flat in depth while the unrolled reference grows
+linearly; shorter runs stay one dict per layer and unroll, which on CPU compiles no slower and
+steps faster (the threshold is measured in docs/results.md; `--scan 2` scans every depth). All
+get the same parameter values. For context it also times `jax.jit(jax.grad(...))` of the network written
 with `jax.lax.scan` over stacked params (JAX's own autodiff on the `Stacked` layout), against
 jaxbp in a rotation of its own, so that each ratio compares two programs run alternately.
 

@@ -59,7 +59,7 @@ def backward(net: Network, saved: list, g: Array, contract) -> list:
             g = jax.vmap(pull, in_axes=1, out_axes=1)(delta) if rows else pull(delta)
             return g, delta
 
-        index = np.arange(seg.n) if seg.scanned else range(seg.n)
+        index = np.arange(seg.n) if seg.scanned else range(seg.n)  # constant: an iota is a kernel to compile
         g, deltas = fold(seg, step, g, (ps, ys, index), reverse=True)
         if seg.scanned:
             out[seg.index] = jax.vmap(functools.partial(contract, seg.layer))(ps, ys[0], deltas)

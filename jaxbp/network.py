@@ -327,8 +327,9 @@ def mlp(
     head: "softmax_ce", "sigmoid_bce" or "identity_mse"; scan: if set, every run of at least
     `scan` identical layers n -> n before the head (the input layer too when n_0 = n_1) becomes
     one `Stacked` entry (stacked params, scanned), which keeps compile time flat in depth;
-    shorter runs and, by default, all layers are one dict per layer, unrolled. On CPU `scan=64` is the break-even: an unrolled run of fewer
-    layers compiles no slower than a scanned one and steps 1.2-1.5x faster (docs/results.md).
+    shorter runs and, by default, all layers are one dict per layer, unrolled. On CPU `scan=64`
+    is the break-even: an unrolled run of fewer layers compiles no slower than a scanned one and
+    steps 1.2-1.5x faster (docs/results.md).
 
     >>> net = mlp([4, 5, 3], activation="relu", head="softmax_ce")
     >>> net.n_params  # 4*5+5 + 5*3+3
