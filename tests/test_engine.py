@@ -57,21 +57,32 @@ def test_jacobian_matches_jacrev_in_theta_order(depth, head, dtype):
 
 @settings(max_examples=15, deadline=None)
 @given(
-    sizes=st.lists(st.integers(1, 12), min_size=2, max_size=7),
+    sizes=st.lists(st.integers(1, 12), min_size=2, max_size=6),
+    run=st.integers(0, 3),
+    at=st.integers(0, 5),
     activation=st.sampled_from(ACTS),
     head=st.sampled_from(HEADS),
     batch=st.integers(1, 6),
     seed=st.integers(0, 2**16),
+    scan=st.sampled_from([None, 2]),
 )
-def test_random_architectures_match_autodiff(sizes, activation, head, batch, seed):
-    net = jaxbp.mlp(sizes, activation=activation, head=head)
+def test_random_architectures_match_autodiff(sizes, run, at, activation, head, batch, seed, scan):
+    """Against jax.grad / jax.jacrev of the unrolled network with the same theta, so that with
+    scan=2 (runs of identical layers folded into Stacked entries, anywhere before the head) the
+    oracle does not share jaxbp's scanned forward. `run` repeats one width to make such a run."""
+    i = at % len(sizes)
+    sizes = sizes[:i] + [sizes[i]] * run + sizes[i:]
+    net, plain = jaxbp.mlp(sizes, activation, head, scan), jaxbp.mlp(sizes, activation, head)
     params = random_params(net, seed, jnp.float64)
+    listed = jaxbp.unravel(plain, jaxbp.ravel(net, params))
     x = jax.random.normal(jax.random.key(seed), (batch, sizes[0]), jnp.float64)
     y = random_labels(head, batch, net.m, seed, jnp.float64)
     assert_rel_close(
-        jaxbp.grad_fn(net)(params, x, y), jax.jit(jax.grad(net.loss))(params, x, y), jnp.float64
+        jaxbp.ravel(net, jaxbp.grad_fn(net)(params, x, y)),
+        jaxbp.ravel(plain, jax.jit(jax.grad(plain.loss))(listed, x, y)),
+        jnp.float64,
     )
-    assert_rel_close(jaxbp.jacobian(net, params, x), jacrev_theta(net, params, x), jnp.float64)
+    assert_rel_close(jaxbp.jacobian(net, params, x), jacrev_theta(plain, listed, x), jnp.float64)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
