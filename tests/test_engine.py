@@ -55,9 +55,9 @@ def test_jacobian_matches_jacrev_in_theta_order(depth, head, dtype):
         assert_rel_close(J1, J[0], dtype, "single sample")
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(
-    sizes=st.lists(st.integers(1, 12), min_size=2, max_size=6),
+    sizes=st.lists(st.integers(1, 12), min_size=2, max_size=5),
     run=st.integers(0, 3),
     at=st.integers(0, 5),
     activation=st.sampled_from(ACTS),
@@ -86,8 +86,11 @@ def test_random_architectures_match_autodiff(sizes, run, at, activation, head, b
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("activation", ["tanh", "relu", "softplus", "gelu", "leaky_relu"])
-@pytest.mark.parametrize("n_0,stacked", [(6, 6), (5, 7)], ids=["input-layer-alone", "input-layer-stacked"])
+@pytest.mark.parametrize(
+    "activation,n_0,stacked",
+    [pytest.param(a, 6, 6, id=a) for a in ["tanh", "relu", "softplus", "gelu", "leaky_relu"]]
+    + [pytest.param(a, 5, 7, id=f"{a}-input-layer-stacked") for a in ["tanh", "gelu"]],  # f' from a, f' saved
+)
 def test_stacked_scan_matches_unrolled_and_autodiff(dtype, activation, n_0, stacked):
     """A deep uniform stack folded with lax.scan (mlp(..., scan=2)) gives the same numbers,
     whether f' is saved (gelu, leaky_relu) or taken from the saved outputs (the others), and
