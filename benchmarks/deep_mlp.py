@@ -7,9 +7,10 @@ k identical 256 -> 256 layers (here all but the head) becomes one `Stacked` entr
 `jax.lax.scan`, so its compile time stays flat in depth while the unrolled reference grows
 linearly; shorter runs stay one dict per layer and unroll, which on CPU compiles no slower and
 steps faster (the threshold is measured in docs/results.md; `--scan 2` scans every depth). All
-get the same parameter values. For context it also times `jax.jit(jax.grad(...))` of the network written
-with `jax.lax.scan` over stacked params (JAX's own autodiff on the `Stacked` layout), against
-jaxbp in a rotation of its own, so that each ratio compares two programs run alternately.
+get the same parameter values. For context it also times `jax.jit(jax.grad(...))` of the
+network written with `jax.lax.scan` over stacked params (JAX's own autodiff on the `Stacked`
+layout), against jaxbp in a rotation of its own, so that each ratio compares two programs run
+alternately.
 
     python benchmarks/deep_mlp.py [--depths 8 32 128 512] [--repeats 20] [--scan 64]
     python benchmarks/deep_mlp.py --profile 128   # where each step's time goes, per XLA op

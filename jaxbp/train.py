@@ -224,8 +224,10 @@ def _train_and_evaluate(cfg: Config, workdir: Path, resume: bool, check: Callabl
     optimizer = make_optimizer(cfg.optimizer, schedule)
     params = net.init(jax.random.key(cfg.seed))
     state = TrainState(params, optimizer.init(params), 0)
+    resumed_from_step = None
     if resume:
         state = load_checkpoint(ckpt, state)
+        resumed_from_step = state.step
         if state.step >= total_steps and (workdir / "summary.json").is_file():
             return json.loads((workdir / "summary.json").read_text())
     if primary:
@@ -238,7 +240,7 @@ def _train_and_evaluate(cfg: Config, workdir: Path, resume: bool, check: Callabl
     evaluate = make_evaluate(net)
     metrics = _Metrics(workdir / "metrics.jsonl", keep_until=state.step, write=primary)
 
-    t_start, t_train, n_seen, first_step = time.perf_counter(), 0.0, 0, state.step
+    t_start, t_train, n_seen = time.perf_counter(), 0.0, 0
     try:
         while True:
             epoch, start = divmod(state.step, steps_per_epoch)  # epochs done, steps into the next
@@ -299,7 +301,7 @@ def _train_and_evaluate(cfg: Config, workdir: Path, resume: bool, check: Callabl
         "epochs": tc.epochs,
         "steps": state.step,
         "wall_time_s": time.perf_counter() - t_start,  # of this process: since resuming, if it did
-        "resumed_from_step": first_step if resume else None,
+        "resumed_from_step": resumed_from_step,
         "examples_per_s": n_seen / t_train if t_train else None,
         "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
         "devices": mesh.size,
