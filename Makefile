@@ -15,5 +15,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest -q
 
+# the MNIST benchmarks read TFDS_DATA_DIR; as the tests do, default to the prepared copy beside the
+# checkout when there is one (else tfds' own default directory)
+SHARED_TFDS := $(wildcard $(abspath ..)/shared/data/tensorflow_datasets)
+
 bench: $(VENV)/.installed
-	cd benchmarks && for b in *.py; do [ "$$b" = timing.py ] || ../$(PY) $$b; done
+	export TFDS_DATA_DIR="$${TFDS_DATA_DIR:-$(SHARED_TFDS)}" && cd benchmarks && \
+	for b in *.py; do [ "$$b" = timing.py ] || ../$(PY) $$b; done
