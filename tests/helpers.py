@@ -46,6 +46,16 @@ def assert_rel_close(actual, expected, dtype, what: str = "") -> None:
         assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
 
 
+def assert_jacobian_close(net: jaxbp.Network, J, J_ref, dtype, what: str = "") -> None:
+    """J against J_ref, both (..., P) in theta order, parameter array by parameter array: each row
+    is unravelled like theta, so every block (a bias, a layer far from the output) is held to the
+    tolerance relative to its own largest entry, not to the largest entry of the whole of J."""
+    rows = jax.vmap(lambda t: jaxbp.unravel(net, t))
+    flat = lambda j: jnp.reshape(jnp.asarray(j), (-1, net.n_params))  # noqa: E731
+    assert np.shape(J) == np.shape(J_ref), (what, np.shape(J), np.shape(J_ref))
+    assert_rel_close(rows(flat(J)), rows(flat(J_ref)), dtype, what)
+
+
 def jacrev_theta(net: jaxbp.Network, params, x):
     """The oracle J_theta z^[L]: jax.jacrev of net.apply through unravel, in theta order."""
     theta = jaxbp.ravel(net, params)

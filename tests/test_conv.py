@@ -15,7 +15,7 @@ from hypothesis import assume, given, settings
 from jax import lax
 
 import jaxbp
-from helpers import assert_rel_close, random_params
+from helpers import assert_jacobian_close, assert_rel_close, random_params
 from jaxbp.toeplitz import conv_geometry
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -46,8 +46,6 @@ def test_paper_3x3_2x2_example_is_4x9_with_rows_3_and_4_corrected():
     for r in range(4):
         for c in range(9):
             assert T[r, c] == expected[r, c], (r, c)
-    printed_rows_3_4 = np.array([[0, 0, k1, k2, 0, k3, k4, 0, 0], [0, 0, 0, k1, k2, 0, k3, k4, 0]])
-    assert not np.array_equal(T[2:], printed_rows_3_4)  # the paper's print (docs/errata.md)
     X = np.arange(1.0, 10.0).reshape(3, 3)  # x1..x9 row by row: Vec(X^T)
     ref = lax_conv(X[..., None], jnp.array([[k1, k2], [k3, k4]])[..., None, None], 1, "VALID")
     np.testing.assert_array_equal(T @ X.reshape(-1), np.asarray(ref).reshape(-1))
@@ -132,7 +130,7 @@ def test_toeplitz_is_differentiable_in_the_kernel():
     J = jax.jacobian(lambda K: jaxbp.toeplitz(K, X.shape, 1, "SAME") @ X.reshape(-1))(K)
     P = np.asarray(jaxbp.patches(X, K.shape, 1, "SAME"))  # (HoWo, kh kw C_in)
     expected = np.einsum("pq,rs->prqs", P, np.eye(3)).reshape(-1, *K.shape[:3], 3)
-    np.testing.assert_allclose(J.reshape(expected.shape), expected, atol=1e-14)
+    np.testing.assert_allclose(J.reshape(expected.shape), expected, rtol=0, atol=1e-14)
 
 
 def test_plot_toeplitz_writes_a_png(tmp_path):
@@ -310,7 +308,7 @@ def test_cnn_jacobian_matches_jacrev_in_theta_order(name, dtype):
     theta = jaxbp.ravel(net, params)
     assert theta.dtype == dtype
     ref = jax.jit(jax.jacrev(lambda th: oracle(specs, acts, jaxbp.unravel(net, th), x)))(theta)
-    assert_rel_close(J, ref, dtype, name)
+    assert_jacobian_close(net, J, ref, dtype, name)
 
 
 def test_lenet5_gradient_matches_jax_grad():

@@ -78,14 +78,16 @@ def test_empirical_ntk_matches_jacrev_products(depth, dtype, scan, generic):
     assert_rel_close(K, jnp.einsum("bip,cjp->bcij", J1, J2), dtype, "NTK")
 
 
-def test_empirical_ntk_of_one_sample_is_m_by_m():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empirical_ntk_of_one_sample_is_m_by_m(dtype):
     net = jaxbp.models.two_layer_classifier()
-    params = random_params(net, 0, jnp.float64)
-    x = jax.random.normal(jax.random.key(0), (2, 4), jnp.float64)
+    params = random_params(net, 0, dtype)
+    x = jax.random.normal(jax.random.key(0), (2, 4), dtype)
     K = jaxbp.empirical_ntk(net)(params, x[0], x)
-    assert K.shape == (2, 3, 3)
-    J = jaxbp.jacobian(net, params, x)
-    assert_rel_close(jaxbp.empirical_ntk(net)(params, x[0], x[1]), J[0] @ J[1].T, jnp.float64)
+    assert K.shape == (2, 3, 3) and K.dtype == dtype
+    J0, J1 = jacrev_theta(net, params, x[0]), jacrev_theta(net, params, x[1])  # (m, P) each
+    assert_rel_close(jaxbp.empirical_ntk(net)(params, x[0], x[1]), J0 @ J1.T, dtype)
+    assert_rel_close(K[1], J0 @ J1.T, dtype)
 
 
 def test_ntk_rejects_wrong_input_shape():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import nbclient
@@ -21,6 +22,12 @@ def test_notebooks_are_found_and_stored_without_outputs():
         nb = nbformat.read(path, as_version=4)
         stale = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
         assert not stale, f"{path.name}: code cells {stale} carry stored outputs; clear them before committing"
+        # running a notebook checks something only through its own asserts against autodiff
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        assert re.search(r"^\s*(assert\b|np\.testing\.assert_)", code, re.M), f"{path.name}: no assert left"
+        assert re.search(r"jax\.(grad|jacrev|jacfwd|hessian|lax\.conv_general_dilated)\b", code), (
+            f"{path.name}: no autodiff oracle (jax.grad, jacrev, jacfwd, hessian or lax.conv_general_dilated)"
+        )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxbp
-from helpers import assert_rel_close, jacrev_theta, random_params
+from helpers import assert_jacobian_close, assert_rel_close, jacrev_theta, random_params
 
 F64 = jnp.float64
 
@@ -29,7 +29,7 @@ def test_layer_jacobian_is_the_printed_block_and_jacrev():
     np.testing.assert_array_equal(J, printed_block(a, 3))
     net = jaxbp.mlp([4, 3], head="identity_mse")
     params = random_params(net, 0, F64)
-    assert_rel_close(J, jacrev_theta(net, params, jnp.asarray(a)), F64)
+    assert_jacobian_close(net, J, jacrev_theta(net, params, jnp.asarray(a)), F64)
 
 
 def test_one_layer_jacobian_is_3x15_and_gradient_is_J_transpose_yhat_minus_y():
@@ -67,7 +67,7 @@ def test_two_layer_blocks_are_3x18_and_3x25_and_pull_back_grad_z2(activation):
     # ... then the 3 x 25 block (W2)^T diag(f'(z1)) [I (x) x^T, I]
     expected = W2.T @ np.diag(d1) @ printed_block(x, 5)
     np.testing.assert_allclose(J[:, 18:], expected, rtol=1e-12, atol=1e-12)
-    assert_rel_close(J, jacrev_theta(net, params, x), F64)
+    assert_jacobian_close(net, J, jacrev_theta(net, params, x), F64)
     # Section 3.2's gradient (erratum 13): J^T grad_{z^[2]} l(y, f^[2](z^[2])), softmax + CE here
     y = np.eye(3)[2]
     grad_z2 = jax.grad(lambda z: -jnp.sum(y * jax.nn.log_softmax(z)))(net.apply(params, x))
@@ -83,7 +83,7 @@ def test_lenet_300_100_blocks_and_gradient():
     x = jax.random.uniform(jax.random.key(0), (784,), F64)
     J = jaxbp.jacobian(net, params, x)
     assert J.shape == (10, 1010 + 30100 + 235500)
-    assert_rel_close(J, jacrev_theta(net, params, x), F64)
+    assert_jacobian_close(net, J, jacrev_theta(net, params, x), F64)
     # erratum 17: layer 3's block is [I (x) a2^T, I] with no chain factor, layer 2's uses a1
     (W1, b1), (W2, b2), (W3, _) = ((np.asarray(p["W"]), np.asarray(p["b"])) for p in params)
     a1 = np.maximum(np.asarray(x) @ W1 + b1, 0)
@@ -99,41 +99,46 @@ def test_lenet_300_100_blocks_and_gradient():
     )
 
 
+@pytest.mark.parametrize("dtype", [F64, jnp.float32])
 @pytest.mark.parametrize("head", ["sigmoid_bce", "softmax_ce", "identity_mse"])
-def test_table1_closed_forms_match_jax_grad(head):
+def test_table1_closed_forms_match_jax_grad(head, dtype):
     h = jaxbp.heads.get(head)
-    z = jax.random.normal(jax.random.key(0), (6, 4), F64) * 3
+    z = jax.random.normal(jax.random.key(0), (6, 4), dtype) * 3
     rng = np.random.default_rng(0)
     targets = {
         "sigmoid_bce": rng.integers(0, 2, (6, 4)).astype(float),
         "softmax_ce": rng.random((6, 4)) * 2,  # not normalised: the general (1^T y) y_hat - y
         "identity_mse": rng.normal(size=(6, 4)),
-    }[head]
+    }[head].astype(dtype)
     t = jnp.asarray(targets)
     ref = jax.grad(lambda z: jnp.sum(h.loss(z, t)))(z)
-    assert_rel_close(h.grad_z(z, t), ref, F64)
+    assert_rel_close(h.grad_z(z, t), ref, dtype)
     yhat = h.predict(z)
     closed = {
         "sigmoid_bce": yhat - t,
         "softmax_ce": jnp.sum(t, 1, keepdims=True) * yhat - t,
         "identity_mse": -2 * (t - yhat),
     }[head]
-    assert_rel_close(closed, ref, F64)
+    assert_rel_close(closed, ref, dtype)
     if head == "softmax_ce":  # one-hot labels: the paper's -(y - y_hat)
-        onehot = jnp.eye(4, dtype=F64)[jnp.array([0, 3, 1, 2, 2, 0])]
-        assert_rel_close(-(onehot - yhat), jax.grad(lambda z: jnp.sum(h.loss(z, onehot)))(z), F64)
+        onehot = jnp.eye(4, dtype=dtype)[jnp.array([0, 3, 1, 2, 2, 0])]
+        assert_rel_close(-(onehot - yhat), jax.grad(lambda z: jnp.sum(h.loss(z, onehot)))(z), dtype)
     # the loss itself is Table 1's l(y, y_hat) of y_hat = f^[L](z) (the gradients above fix it only
-    # up to a term free of z), and Network.loss is its mean over the batch
+    # up to a term free of z), and Network.loss is its mean over the batch; the printed formula is
+    # evaluated in float64 (in float32 its log(1 - y_hat) would lose the digits jaxbp keeps)
     printed = {
         "sigmoid_bce": lambda t, yh: np.sum(-t * np.log(yh) - (1 - t) * np.log(1 - yh), 1),
         "softmax_ce": lambda t, yh: -np.sum(t * np.log(yh), 1),
         "identity_mse": lambda t, yh: np.sum((t - yh) ** 2, 1),
     }[head]
-    assert_rel_close(h.loss(z, t), printed(targets, np.asarray(yhat)), F64)
+    y_hat64 = lambda z: np.asarray(h.predict(jnp.asarray(z, F64)))  # noqa: E731
+    t64 = np.asarray(targets, np.float64)
+    assert_rel_close(h.loss(z, t), printed(t64, y_hat64(z)), dtype)
     net = jaxbp.mlp([3, 4], head=head)
-    params, x = random_params(net, 0, F64), jax.random.normal(jax.random.key(1), (6, 3), F64)
-    zx = np.asarray(net.apply(params, x))
-    assert_rel_close(net.loss(params, x, targets), np.mean(printed(targets, np.asarray(h.predict(zx)))), F64)
+    params, x = random_params(net, 0, dtype), jax.random.normal(jax.random.key(1), (6, 3), dtype)
+    loss = net.loss(params, x, targets)
+    assert loss.dtype == dtype
+    assert_rel_close(loss, np.mean(printed(t64, y_hat64(net.apply(params, x)))), dtype)
 
 
 @pytest.mark.parametrize(
@@ -145,20 +150,24 @@ def test_table1_closed_forms_match_jax_grad(head):
         (lambda: jaxbp.models.logistic_regression(5), True),
     ],
 )
-def test_table2_gradients(make, sigmoid):
+@pytest.mark.parametrize("dtype", [F64, jnp.float32])
+def test_table2_gradients(make, sigmoid, dtype):
     """Table 2 (sign corrected): MSE gives -2 [x; 1](y - y_hat), BCE gives -[x; 1](y - y_hat)."""
     net = make()
-    params = random_params(net, 4, F64)
+    params = random_params(net, 4, dtype)
     n = net.in_shape[0]
-    x = np.linspace(-1.0, 2.0, n)
-    y = np.array([1.0])
-    w, b = np.asarray(params[0]["W"])[:, 0], float(params[0]["b"][0])
-    lin = w @ x + b
+    x = np.linspace(-1.0, 2.0, n).astype(dtype)
+    y = np.array([1.0], dtype)
+    # the closed form in float64, from the same (float32-rounded) numbers
+    w, b = np.asarray(params[0]["W"], np.float64)[:, 0], float(params[0]["b"][0])
+    x64 = x.astype(np.float64)
+    lin = w @ x64 + b
     yhat = 1 / (1 + np.exp(-lin)) if sigmoid else lin
-    closed = (-1.0 if sigmoid else -2.0) * np.append(x, 1.0) * (y[0] - yhat)
+    closed = (-1.0 if sigmoid else -2.0) * np.append(x64, 1.0) * (1.0 - yhat)
     theta_grad = jaxbp.ravel(net, jaxbp.grad_fn(net)(params, x, y))
-    np.testing.assert_allclose(theta_grad, closed, rtol=1e-12)
-    assert_rel_close(theta_grad, jaxbp.ravel(net, jax.grad(net.loss)(params, x, y)), F64)
+    assert theta_grad.dtype == dtype
+    assert_rel_close(theta_grad, closed, dtype, "closed form")
+    assert_rel_close(theta_grad, jaxbp.ravel(net, jax.grad(net.loss)(params, x, y)), dtype, "jax.grad")
 
 
 def test_relu_jacobian_removes_rows_of_the_next_weight_matrix():

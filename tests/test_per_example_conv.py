@@ -33,7 +33,6 @@ CASES = [
     for head in ["softmax_ce", "sigmoid_bce", "identity_mse"]
     for dtype in [jnp.float64, jnp.float32]
     for pool in [jaxbp.MaxPool2D, jaxbp.AvgPool2D]
-    if pool is jaxbp.MaxPool2D or dtype is jnp.float64
 ]
 
 
