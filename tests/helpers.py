@@ -46,6 +46,14 @@ def assert_rel_close(actual, expected, dtype, what: str = "") -> None:
         assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
 
 
+def by_example(tree) -> list:
+    """A batched pytree (leading axis B on every leaf) as B pytrees, one per example, so that
+    `assert_rel_close` holds each example's values to the tolerance at that example's own scale."""
+    n = {np.shape(v)[0] for v in jax.tree.leaves(tree)}
+    assert len(n) == 1, f"leaves disagree on the batch size: {n}"
+    return [jax.tree.map(lambda v, b=b: v[b], tree) for b in range(n.pop())]
+
+
 def assert_jacobian_close(net: jaxbp.Network, J, J_ref, dtype, what: str = "") -> None:
     """J against J_ref, both (..., P) in theta order, parameter array by parameter array: each row
     is unravelled like theta, so every block (a bias, a layer far from the output) is held to the
