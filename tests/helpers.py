@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,6 +46,21 @@ def assert_rel_close(actual, expected, dtype, what: str = "") -> None:
         scale = max(np.max(np.abs(e)), 1e-30)
         err = np.max(np.abs(a - e)) / scale
         assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
+
+
+def count_traces(monkeypatch, module: str, name: str) -> list:
+    """Wrap function `name` of `module` (called once each time a jitted caller is traced) so that
+    every call is recorded: a trace count that does not depend on jit's C++ dispatch cache, an LRU
+    that JAX shares with every other jitted function of the process."""
+    mod = importlib.import_module(module)
+    calls, real = [], getattr(mod, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mod, name, counted)
+    return calls
 
 
 def by_example(tree) -> list:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 
 import jaxbp
 from jaxbp.jacobian import _jitted
-from helpers import assert_jacobian_close, assert_rel_close, jacrev_theta, random_labels, random_params
+from helpers import assert_jacobian_close, assert_rel_close, count_traces, jacrev_theta, random_labels, random_params
 
 HEADS = ["softmax_ce", "sigmoid_bce", "identity_mse"]
 ACTS = ["relu", "tanh", "sigmoid", "leaky_relu", "softplus", "gelu", "identity"]
@@ -127,15 +127,18 @@ def test_gradient_matches_finite_differences():
         np.testing.assert_allclose(float(g @ v), float(fd), rtol=1e-7)
 
 
-def test_grad_fns_compile_once_per_net_and_shape_even_when_made_anew_for_each_call():
+def test_grad_fns_compile_once_per_net_and_shape_even_when_made_anew_for_each_call(monkeypatch):
     net = jaxbp.models.two_layer_classifier()
     params = net.init(jax.random.key(0), jnp.float32)
     x = np.ones((8, 4), np.float32)
+    traces = count_traces(monkeypatch, "jaxbp.jacobian", "_value_and_grad")  # grad_fn's too
     _jitted.clear_cache()
     for y in (np.zeros(8, int), np.ones(8, int)):  # `jaxbp.grad_fn(net)(...)` inline, as with jax.grad
         jaxbp.value_and_grad_fn(net)(params, x, y)
         jaxbp.grad_fn(net)(params, x, y)
-    assert _jitted._cache_size() == 2
+    assert len(traces) == 2  # one trace each, for the first y only
+    jaxbp.grad_fn(net)(params, x[:4], y[:4])  # a new shape is a new trace
+    assert len(traces) == 3
 
 
 def test_large_logits_give_finite_loss_and_gradient():
