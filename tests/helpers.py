@@ -51,7 +51,8 @@ def assert_rel_close(actual, expected, dtype, what: str = "") -> None:
 def count_traces(monkeypatch, module: str, name: str) -> list:
     """Wrap function `name` of `module` (called once each time a jitted caller is traced) so that
     every call is recorded: a trace count that does not depend on jit's C++ dispatch cache, an LRU
-    that JAX shares with every other jitted function of the process."""
+    of 8192 entries that JAX shares with every jitted function of the process (with more alive, a
+    new function's entries are not kept, so its `_cache_size()` says nothing about retracing)."""
     mod = importlib.import_module(module)
     calls, real = [], getattr(mod, name)
 

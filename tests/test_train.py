@@ -71,8 +71,9 @@ def test_stochastic_iht_keeps_the_checkpointed_params_sparse(tmp_path):
 
 def test_the_train_step_compiles_once(monkeypatch):
     """Traced (so compiled) once for three steps: counted by the trace-time calls of its gradient,
-    not by jit's C++ dispatch cache, an LRU that JAX shares with every other jitted function of the
-    process (late in a long test session it held no entry for this step)."""
+    not by jit's C++ dispatch cache, an LRU of 8192 entries that JAX shares with every jitted
+    function of the process (with more than that alive, as late in the whole suite, a new
+    function's entry is not kept: `_cache_size()` stays 0 while the step is still traced once)."""
     traces, real = [], train.gradient
 
     def counted(net, grad):
