@@ -11,6 +11,20 @@ import operator
 from typing import Any, Callable, Collection
 
 import jax
+import jax.numpy as jnp
+
+
+def is_float_dtype(dtype: Any) -> bool:
+    """Whether dtype is a real floating-point dtype (bfloat16 included); False for a non-dtype."""
+    try:
+        return jnp.issubdtype(dtype, jnp.floating)
+    except TypeError:
+        return False
+
+
+def is_real_dtype(dtype: Any) -> bool:
+    """Whether an array of dtype holds real numbers: floating, integer or bool (not complex, str, object)."""
+    return is_float_dtype(dtype) or any(jnp.issubdtype(dtype, t) for t in (jnp.integer, jnp.bool_))
 
 
 def is_traced(value: Any) -> bool:

@@ -97,6 +97,8 @@ def get(name: str) -> Activation:
 
 def softmax_jacobian(z: Array) -> Array:
     """J_z softmax(z) = diag(s) - s s^T for z: (c,), shape (c, c); batched over leading axes."""
+    if jnp.ndim(z) < 1:
+        raise ValueError(f"z: expected a vector of logits (c,) or a batch (..., c), got shape {jnp.shape(z)}")
     s = jax.nn.softmax(z, axis=-1)
     eye = jnp.broadcast_to(jnp.eye(s.shape[-1], dtype=s.dtype), (*s.shape, s.shape[-1]))
     return s[..., :, None] * (eye - s[..., None, :])  # entry (i, j): s_i (delta_ij - s_j), no dot

@@ -117,7 +117,7 @@ def empirical_ntk(net: Network):
     check_network(net)
 
     def call(params: Params, x1: Array, x2: Array) -> Array:
-        batched = [net.check_inputs(params, x) for x in (x1, x2)]
+        batched = [net.check_inputs(params, x, x_name=name) for x, name in ((x1, "x1"), (x2, "x2"))]
         x1, x2 = (jnp.asarray(x) if b else jnp.asarray(x)[None] for x, b in zip((x1, x2), batched))
         K = _empirical_ntk(net, params, x1, x2)
         return K[(slice(None) if batched[0] else 0), (slice(None) if batched[1] else 0)]

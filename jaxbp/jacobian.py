@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp._checks import is_real_dtype
 from jaxbp.layers import Outer
 from jaxbp.network import Network, Params, check_network, fold, forward, layer_output, like_params, unsegment
 from jaxbp.params import offsets
@@ -98,7 +99,11 @@ def _checked_jit(net: Network, fn, *extra):
     check_network(net)
 
     def call(params: Params, x: Array, y: Array):
+        if y is None:
+            raise TypeError(f"y: expected the labels of head {net.head!r}, got None")
         x, y = (np.asarray(v) if isinstance(v, (list, tuple, int, float, np.generic)) else v for v in (x, y))
+        if isinstance(x, np.ndarray) and not is_real_dtype(x.dtype):  # jit could not even read it
+            raise TypeError(f"x: expected an array of real numbers, got dtype {x.dtype} (the arguments are params, x, y)")
         if isinstance(y, np.ndarray):  # label values are checked on the host only (no device round trip)
             net.check_inputs(params, x, y)
         return _jitted(net, fn, params, x, y, *extra)

@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxbp import activations as _act
 from jaxbp import heads as _heads
-from jaxbp._checks import as_int
+from jaxbp._checks import as_int, index, is_float_dtype, is_real_dtype
 from jaxbp.layers import Dense
 
 Array = jax.Array
@@ -40,6 +40,8 @@ class Stacked:
     n: int
 
     def __post_init__(self):
+        if not all(hasattr(self.layer, a) for a in ("in_shape", "out_shape", "size")):
+            raise TypeError(f"Stacked: layer: expected a layer such as jaxbp.Dense(n, n), got {self.layer!r}")
         if self.layer.in_shape != self.layer.out_shape:
             raise ValueError(
                 f"Stacked: the layer must map a shape to itself, got {self.layer.in_shape} -> "
@@ -159,7 +161,17 @@ class Network:
 
     # -- parameters ---------------------------------------------------------------------
     def init(self, key: Array, dtype=jnp.float32) -> Params:
-        """Initial parameters: a list, first layer first, of dicts (Dense: W (n_in, n_out), b (n_out,))."""
+        """Initial parameters: a list, first layer first, of dicts (Dense: W (n_in, n_out), b (n_out,)).
+
+        key: one PRNG key (`jax.random.key(seed)`, or a legacy `jax.random.PRNGKey(seed)`); dtype:
+        a floating-point dtype.
+        """
+        typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        if not (typed and key.shape == () or isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,)):
+            got = f"an array of shape {key.shape} and dtype {key.dtype}" if hasattr(key, "dtype") else repr(key)
+            raise TypeError(f"key: expected one PRNG key such as jax.random.key(0), got {got}")
+        if not is_float_dtype(dtype):
+            raise TypeError(f"dtype: expected a floating-point dtype such as jnp.float32, got {dtype!r}")
         keys = jax.random.split(key, len(self.layers))
         return [layer.init(k, dtype) for layer, k in zip(self.layers, keys)]
 
@@ -174,29 +186,41 @@ class Network:
             )
         for l, (layer, p) in enumerate(zip(self.layers, params), start=1):
             want = layer.param_shapes
-            got = {k: tuple(np.shape(v)) for k, v in p.items()} if isinstance(p, dict) else None
+            got = {k: tuple(np.shape(v)) if hasattr(v, "shape") else None for k, v in p.items()} if isinstance(p, dict) else None
             if got is None:
                 raise ValueError(
                     f"params[{l - 1}] (layer {l}): expected a dict of arrays with shapes {want}, "
                     f"got {f'an array of shape {tuple(p.shape)}' if hasattr(p, 'shape') else type(p).__name__}"
                 )
+            for k, v in p.items():  # a list would be flattened into scalars, ints differentiate to 0
+                if not hasattr(v, "dtype"):
+                    raise TypeError(f"params[{l - 1}]['{k}'] (layer {l}): expected an array, got {type(v).__name__} "
+                                    "(convert it with jnp.asarray)")
+                if not is_float_dtype(v.dtype):
+                    raise TypeError(f"params[{l - 1}]['{k}'] (layer {l}): expected a floating-point array, got dtype "
+                                    f"{v.dtype} (cast it, e.g. with .astype(jnp.float32))")
             if got != want:
                 raise ValueError(f"params[{l - 1}] (layer {l}): expected shapes {want}, got {got}")
 
     # -- forward --------------------------------------------------------------------------
-    def check_inputs(self, params: Any, x: Any, y: Any = None) -> bool:
-        """Validate params, x and (if given) y; return whether x is a batch."""
+    def check_inputs(self, params: Any, x: Any, y: Any = None, x_name: str = "x") -> bool:
+        """Validate params, x (called `x_name` in errors) and (if given) y; return whether x is a batch."""
         self.check_params(params)
-        shape = tuple(np.shape(x))
+        try:
+            shape, dtype = tuple(np.shape(x)), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+        except ValueError:  # NumPy cannot make an array of it
+            raise ValueError(f"{x_name}: expected an array of numbers, got a ragged nested sequence") from None
+        if not is_real_dtype(dtype):
+            raise TypeError(f"{x_name}: expected an array of real numbers, got dtype {dtype}")
         if shape == self.in_shape:
             batched = False
         elif shape[1:] == self.in_shape and len(shape) == len(self.in_shape) + 1:
             batched = True
             if shape[0] == 0:  # its mean loss would be 0/0
-                raise ValueError(f"x: expected at least one sample, got an empty batch of shape {shape}")
+                raise ValueError(f"{x_name}: expected at least one sample, got an empty batch of shape {shape}")
         else:
             raise ValueError(
-                f"x: expected shape {self.in_shape} (one sample) or (B, {', '.join(map(str, self.in_shape))}) "
+                f"{x_name}: expected shape {self.in_shape} (one sample) or (B, {', '.join(map(str, self.in_shape))}) "
                 f"(a batch), got {shape}"
             )
         if y is not None:
@@ -335,15 +359,17 @@ def mlp(
     >>> net.n_params  # 4*5+5 + 5*3+3
     43
     """
+    if isinstance(sizes, str) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes: expected a list of widths [n_0, ..., n_L], got {sizes!r}")
     sizes = list(sizes)
     scan = None if scan is None else as_int(scan, "scan", minimum=2)
     if len(sizes) < 2:
         raise ValueError(f"sizes: expected at least [n_0, n_1], got {sizes}")
-    bad = [n for n in sizes if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0]
-    if bad:
+    widths = [index(n) for n in sizes]  # Python, NumPy and 0-d JAX ints; no bools or floats
+    if any(n is None or n <= 0 for n in widths):
         raise ValueError(f"sizes: every width must be a positive int, got {sizes}")
     _act.get(activation)
-    dense = [Dense(int(i), int(o)) for i, o in zip(sizes, sizes[1:])]
+    dense = [Dense(i, o) for i, o in zip(widths, widths[1:])]
     layers = dense
     if scan is not None:  # the head layer stays alone (f^[L] is the head's); runs shorter than `scan` unroll
         layers = []

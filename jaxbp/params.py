@@ -44,6 +44,8 @@ def unravel(net: Network, theta: Array) -> Params:
             f"got shape {np.shape(theta)}"
         )
     theta = jnp.asarray(theta)
+    if not jnp.issubdtype(theta.dtype, jnp.floating):
+        raise TypeError(f"theta: expected a floating-point vector, got dtype {theta.dtype} (cast it, e.g. with .astype(jnp.float32))")
     return [
         layer.unravel(theta[off : off + layer.size]) for layer, off in zip(net.layers, offsets(net))
     ]

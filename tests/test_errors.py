@@ -202,3 +202,46 @@ def test_stacked_rejects_a_layer_without_parameters_or_one_that_changes_the_shap
         jaxbp.Stacked(jaxbp.AvgPool2D((4, 4, 1), (1, 1)), 2)
     with pytest.raises(ValueError, match=r"Stacked: the layer must map a shape to itself, got \(4,\) -> \(3,\)"):
         jaxbp.Stacked(jaxbp.Dense(4, 3), 2)
+
+
+INT_PARAMS = jax.tree.map(lambda v: jnp.round(4 * v).astype(jnp.int32), PARAMS)
+LIST_PARAMS = jax.tree.map(lambda v: v.tolist(), PARAMS, is_leaf=lambda v: isinstance(v, jax.Array))
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [  # integer params would differentiate to zeros, silently; lists would be flattened into scalars
+        (lambda: jaxbp.grad_fn(NET)(INT_PARAMS, X, jnp.asarray(Y)), TypeError,
+         r"params\[0\]\['W'\] \(layer 1\): expected a floating-point array, got dtype int32"),
+        (lambda: jaxbp.per_example_grads(NET)(INT_PARAMS, X, Y), TypeError, r"floating-point array, got dtype int32"),
+        (lambda: NET.apply(INT_PARAMS, X), TypeError, r"floating-point array, got dtype int32"),
+        (lambda: jaxbp.grad_fn(NET)(LIST_PARAMS, X, jnp.asarray(Y)), TypeError,
+         r"params\[0\]\['W'\] \(layer 1\): expected an array, got list"),
+        (lambda: jaxbp.unravel(NET, jnp.ones(43, int)), TypeError, r"theta: expected a floating-point vector, got dtype int"),
+        (lambda: jaxbp.grad_fn(NET)(PARAMS, X, None), TypeError, r"y: expected the labels of head 'softmax_ce', got None"),
+        (lambda: jaxbp.ggn_diagonal(NET)(PARAMS, X, None), TypeError, r"y: expected the labels"),
+        (lambda: jaxbp.grad_fn(NET)(X, PARAMS, jnp.asarray(Y)), TypeError,  # params and x swapped
+         r"x: expected an array of real numbers, got dtype object \(the arguments are params, x, y\)"),
+        (lambda: jaxbp.grad_fn(NET)(PARAMS, np.full((6, 4), "a"), Y), TypeError, r"x: expected an array of real numbers, got dtype <U1"),
+        (lambda: NET.apply(PARAMS, np.ones((6, 4), complex)), TypeError, r"x: expected an array of real numbers, got dtype complex128"),
+        (lambda: NET.apply(PARAMS, [[1.0, 2.0, 3.0, 4.0], [1.0]]), ValueError, r"x: expected an array of numbers, got a ragged"),
+        (lambda: jaxbp.empirical_ntk(NET)(PARAMS, X, np.ones((2, 5))), ValueError, r"x2: expected shape \(4,\)"),
+        (lambda: NET.init(0), TypeError, r"key: expected one PRNG key such as jax.random.key\(0\), got 0"),
+        (lambda: NET.init(jax.random.split(jax.random.key(0))), TypeError, r"key: expected one PRNG key.*shape \(2,\)"),
+        (lambda: NET.init(jax.random.key(0), jnp.int32), TypeError, r"dtype: expected a floating-point dtype"),
+        (lambda: jaxbp.mlp(784), TypeError, r"sizes: expected a list of widths \[n_0, ..., n_L\], got 784"),
+        (lambda: jaxbp.Stacked("dense", 2), TypeError, r"Stacked: layer: expected a layer such as jaxbp.Dense\(n, n\), got 'dense'"),
+        (lambda: jaxbp.softmax_jacobian(1.0), ValueError, r"z: expected a vector of logits"),
+    ],
+)
+def test_arguments_of_the_wrong_kind_are_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_widths_and_keys_of_every_accepted_kind():
+    assert jaxbp.mlp(jnp.array([4, 5, 3])) == jaxbp.mlp(np.array([4, 5, 3])) == NET  # 0-d JAX ints are ints
+    legacy = NET.init(jax.random.PRNGKey(0))  # a raw uint32 key
+    assert jax.tree.map(jnp.shape, legacy) == jax.tree.map(jnp.shape, PARAMS)
+    bf16 = NET.init(jax.random.key(0), jnp.bfloat16)
+    assert jaxbp.grad_fn(NET)(bf16, X.astype(jnp.bfloat16), Y)[0]["W"].dtype == jnp.bfloat16
