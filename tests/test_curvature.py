@@ -90,10 +90,13 @@ def test_empirical_ntk_of_one_sample_is_m_by_m(dtype):
     assert_rel_close(K[1], J0 @ J1.T, dtype)
 
 
-def test_ntk_rejects_wrong_input_shape():
+def test_ntk_rejects_wrong_input_shape_naming_the_input():
     net = jaxbp.models.two_layer_classifier()
-    with pytest.raises(ValueError, match="x: expected shape"):
-        jaxbp.empirical_ntk(net)(net.init(jax.random.key(0)), jnp.ones((2, 4)), jnp.ones((2, 5)))
+    params = net.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"x2: expected shape \(4,\)"):
+        jaxbp.empirical_ntk(net)(params, jnp.ones((2, 4)), jnp.ones((2, 5)))
+    with pytest.raises(ValueError, match=r"x1: expected shape \(4,\)"):
+        jaxbp.empirical_ntk(net)(params, jnp.ones((2, 5)), jnp.ones((2, 4)))
 
 
 def test_empirical_ntk_of_a_network_that_starts_with_a_flatten():
