@@ -166,8 +166,7 @@ class Network:
         key: one PRNG key (`jax.random.key(seed)`, or a legacy `jax.random.PRNGKey(seed)`); dtype:
         a floating-point dtype.
         """
-        typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-        if not (typed and key.shape == () or isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,)):
+        if not _is_one_key(key):
             got = f"an array of shape {key.shape} and dtype {key.dtype}" if hasattr(key, "dtype") else repr(key)
             raise TypeError(f"key: expected one PRNG key such as jax.random.key(0), got {got}")
         if not is_float_dtype(dtype):
@@ -186,8 +185,7 @@ class Network:
             )
         for l, (layer, p) in enumerate(zip(self.layers, params), start=1):
             want = layer.param_shapes
-            got = {k: tuple(np.shape(v)) if hasattr(v, "shape") else None for k, v in p.items()} if isinstance(p, dict) else None
-            if got is None:
+            if not isinstance(p, dict):
                 raise ValueError(
                     f"params[{l - 1}] (layer {l}): expected a dict of arrays with shapes {want}, "
                     f"got {f'an array of shape {tuple(p.shape)}' if hasattr(p, 'shape') else type(p).__name__}"
@@ -199,6 +197,7 @@ class Network:
                 if not is_float_dtype(v.dtype):
                     raise TypeError(f"params[{l - 1}]['{k}'] (layer {l}): expected a floating-point array, got dtype "
                                     f"{v.dtype} (cast it, e.g. with .astype(jnp.float32))")
+            got = {k: tuple(v.shape) for k, v in p.items()}
             if got != want:
                 raise ValueError(f"params[{l - 1}] (layer {l}): expected shapes {want}, got {got}")
 
@@ -254,6 +253,15 @@ class Network:
         xb, yb = (x, y) if batched else (jnp.asarray(x)[None], _add_batch(y))
         z, _ = forward(self, params, jnp.asarray(xb))
         return jnp.mean(self.head_fn.loss(z, self.head_fn.target(jnp.asarray(yb), self.m, z.dtype)))
+
+
+def _is_one_key(key: Any) -> bool:
+    """Whether key is one PRNG key: a typed key of shape (), or a legacy uint32 key of shape (2,)."""
+    if not isinstance(key, jax.Array):
+        return False
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key.shape == ()
+    return key.dtype == jnp.uint32 and key.shape == (2,)
 
 
 def check_network(net: Any) -> None:
