@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp._checks import is_float_dtype
 from jaxbp.network import Network, Params, check_network
 
 Array = jax.Array
@@ -44,7 +45,7 @@ def unravel(net: Network, theta: Array) -> Params:
             f"got shape {np.shape(theta)}"
         )
     theta = jnp.asarray(theta)
-    if not jnp.issubdtype(theta.dtype, jnp.floating):
+    if not is_float_dtype(theta.dtype):
         raise TypeError(f"theta: expected a floating-point vector, got dtype {theta.dtype} (cast it, e.g. with .astype(jnp.float32))")
     return [
         layer.unravel(theta[off : off + layer.size]) for layer, off in zip(net.layers, offsets(net))
