@@ -66,7 +66,7 @@ class DataConfig:
     train_split: str = "train"  # tfds split names (ignored for iris)
     test_split: str = "test"
     test_fraction: float = field(default=0.2, metadata=_FRACTION)  # iris: stratified hold-out
-    n_train: int | None = field(default=None, metadata=_POSITIVE)  # use the first n examples only
+    n_train: int | None = field(default=None, metadata=_POSITIVE)  # the first n (iris: of a seed-shuffled split)
     n_test: int | None = field(default=None, metadata=_POSITIVE)
     one_vs_rest: int | None = field(default=None, metadata=_NONNEG)  # labels -> (label == k)
 

@@ -67,7 +67,7 @@ def make_schedule(cfg: ScheduleConfig, learning_rate: float, steps_per_epoch: in
         main = optax.constant_schedule(learning_rate)
     elif cfg.name == "cosine":
         main = optax.cosine_decay_schedule(learning_rate, rest, alpha=cfg.alpha)
-    else:  # exponential decays smoothly, step in stairs: lr * decay_rate ** (epoch / decay_every)
+    else:  # e epochs after warmup: lr * decay_rate ** (e / decay_every), floor(e / decay_every) for step
         main = optax.exponential_decay(
             learning_rate, max(round(cfg.decay_every * steps_per_epoch), 1), cfg.decay_rate,
             staircase=cfg.name == "step",
