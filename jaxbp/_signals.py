@@ -5,13 +5,16 @@ An exception raised there while a garbage-collector callback (JAX registers one)
 runs is printed as "Exception ignored in ..." and dropped: Ctrl-C or a job scheduler's SIGTERM
 would then be lost and the run would go on. So the handler here both raises at once (a signal
 stops a long compile or evaluation) and records the signal, and the training loop calls `check()`
-once a step, which raises it again if the first raise was dropped.
+once a step, which raises it again if the first raise was dropped. While the block runs, Python's
+report of such a dropped raise ("Exception ignored in ...", a traceback from inside JAX) is
+silenced: the signal is not lost, so there is nothing to report.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Callable, Iterator, Sequence
 
@@ -37,9 +40,16 @@ def stop_on(signals: Sequence[signal.Signals]) -> Iterator[Callable[[], None]]:
     if threading.current_thread() is not threading.main_thread():
         yield check
         return
+
+    def unraisable(report) -> None:  # our own KeyboardInterrupt, dropped in a callback: check() has it
+        if not (received and isinstance(report.exc_value, KeyboardInterrupt)):
+            previous_hook(report)
+
     previous = {s: signal.signal(s, handler) for s in signals}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield check
     finally:
+        sys.unraisablehook = previous_hook
         for s, h in previous.items():  # None: a handler not set from Python, i.e. the default
             signal.signal(s, signal.SIG_DFL if h is None else h)

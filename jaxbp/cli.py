@@ -53,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help=f"YAML path or packaged name (default: {DEFAULT_CONFIG}; "
                        "with --resume: the run's saved config)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE", help=SET_HELP)
-    train.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<timestamp>)")
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("--out", type=_directory, help="run directory (default: runs/<config>-<timestamp>)")
+    train.add_argument("--resume", type=_directory, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.set_defaults(run=_cmd_train)
     check = sub.add_parser("check", help="compare jaxbp's gradient and Jacobian with jax.grad/jax.jacrev")
     check.add_argument("config", help="YAML path or packaged name")
@@ -64,19 +64,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _directory(text: str) -> Path:
+    """argparse type of --out and --resume: a non-empty path (an unset shell variable gives '')."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a directory, got an empty path")
+    return Path(text)
+
+
 def _cmd_train(args) -> int:
-    made = None  # a default run directory made here, removed again if the run never starts
+    made = None  # a run directory made here, removed again if the run never starts
     if args.resume:
         if args.out:
             raise _config.ConfigError(f"--out {args.out} with --resume {args.resume}: a resumed run continues in "
                                       f"its own directory; give only --resume")
+        if args.resume.is_file():
+            raise _config.ConfigError(f"--resume {args.resume}: a file; --resume takes the run's directory, "
+                                      f"e.g. --resume {args.resume.parent}")
         if not (args.resume / "config.yaml").is_file():
             raise _config.ConfigError(f"--resume {args.resume}: not a run directory (no config.yaml)")
         cfg = _config.load(args.config or args.resume / "config.yaml", args.overrides)
         workdir = args.resume
     else:
         cfg = _config.load(args.config or DEFAULT_CONFIG, args.overrides)
-        workdir = args.out or (made := _new_run_dir(Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        if args.out is None:
+            workdir = made = _new_run_dir(Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        else:
+            workdir, made = args.out, _make_out_dir(args.out)
     print(f"jaxbp train: {cfg.name} -> {workdir}")
     try:  # a job scheduler stops a run with SIGTERM: treat it as Ctrl-C, which saves a checkpoint
         summary = _train.train_and_evaluate(cfg, workdir, resume=args.resume is not None,
@@ -90,6 +103,18 @@ def _cmd_train(args) -> int:
             made.rmdir()
     _print_summary(summary, workdir)
     return 0
+
+
+def _make_out_dir(path: Path) -> Path | None:
+    """Create --out's directory before any data is loaded (so a path that cannot be made fails at once);
+    returns it if it was made here, None if something was already there (train checks what)."""
+    if path.exists():
+        return None
+    try:
+        path.mkdir(parents=True)
+    except OSError as e:
+        raise _config.ConfigError(f"--out {path}: cannot create the run directory ({e.strerror}); choose another --out") from None
+    return path
 
 
 def _new_run_dir(base: Path) -> Path:
@@ -108,7 +133,8 @@ def _new_run_dir(base: Path) -> Path:
 def _print_summary(s: dict, workdir: Path) -> None:
     acc = "n/a" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.2f}%"
     rows = [
-        ("model", f"{s['config']['model']['name']} ({s['n_params']} parameters)"),
+        ("model", f"{s['config']['model']['name']} ({s['n_params']} parameters"
+                  + (f", {s['nonzero_params']} nonzero)" if s["config"]["optimizer"]["sparsity"] else ")")),
         ("data", s["config"]["data"]["name"]),
         ("optimizer", f"{s['config']['optimizer']['name']}, lr {s['config']['optimizer']['learning_rate']}, "
                       f"{s['config']['schedule']['name']} schedule"),
@@ -131,7 +157,7 @@ def _cmd_check(args) -> int:
     cfg = _config.load(args.config, args.overrides)
     net = _config.build_model(cfg.model)
     ds = _data.load(cfg.data, net.in_shape, cfg.seed)
-    _data.check_labels(ds, net, cfg.data.name)
+    _data.check_labels(ds, net, cfg.data)
     params = net.init(jax.random.key(cfg.seed))
     x, y = next(_data.batches(ds.x_train, ds.y_train, min(cfg.train.batch_size, len(ds.x_train)), cfg.seed, 0))
     ours, oracle = grad_fn(net)(params, x, y), jax.grad(net.loss)(params, x, y)

@@ -196,7 +196,11 @@ def read_raw(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
     sibling = path.parent / (base if str(base).endswith(".yaml") else f"{base}.yaml")
     if sibling.resolve() == path.resolve():
         sibling = PACKAGE_CONFIGS / sibling.name
-    merged = _merge(read_raw(sibling if sibling.is_file() else base, chain), raw)
+    try:
+        parent = read_raw(sibling if sibling.is_file() else base, chain)
+    except ConfigError as e:
+        raise ConfigError(f"config {str(path)!r}, key `base:`: {e}") from None
+    merged = _merge(parent, raw)
     merged["name"] = raw["name"]
     return merged
 

@@ -11,12 +11,14 @@ over all values for images); the mini-batch order of an epoch is a pure function
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from tqdm import tqdm
 
 from jaxbp import heads as _heads
 from jaxbp.config import DataConfig
@@ -49,6 +51,10 @@ def load(cfg: DataConfig, in_shape: tuple[int, ...], seed: int = 0) -> Dataset:
     else:
         x_tr, y_tr = _tfds(cfg, cfg.train_split, cfg.n_train)
         x_te, y_te = _tfds(cfg, cfg.test_split, cfg.n_test)
+    for key, n, have in (("n_train", cfg.n_train, len(x_tr)), ("n_test", cfg.n_test, len(x_te))):
+        if n is not None and n > have:
+            raise DataError(f"data.{key}: got {n}, but that split of {cfg.name!r} has {have} examples; "
+                            f"give at most {have}, or null for all of them")
     x_tr, y_tr, x_te, y_te = x_tr[: cfg.n_train], y_tr[: cfg.n_train], x_te[: cfg.n_test], y_te[: cfg.n_test]
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
     if cfg.one_vs_rest is not None:
@@ -67,14 +73,21 @@ def load(cfg: DataConfig, in_shape: tuple[int, ...], seed: int = 0) -> Dataset:
     )
 
 
-def check_labels(ds: Dataset, net: Network, name: str) -> None:
-    """DataError unless the labels of both splits are what the network's head takes with its m outputs."""
+def check_labels(ds: Dataset, net: Network, cfg: DataConfig) -> None:
+    """DataError unless the labels of both splits are what the network's head takes with its m outputs
+    (and, for one-vs-rest labels, a softmax head has the two outputs they can name)."""
+    if cfg.one_vs_rest is not None and net.head == "softmax_ce" and net.m != 2:
+        raise DataError(
+            f"data.one_vs_rest makes the labels 0 or 1, but the model's softmax_ce head has {net.m} outputs, "
+            f"so only 2 of them can ever be the target; use a model with one sigmoid_bce output (e.g. "
+            f"logistic_regression) or 2 softmax outputs, or drop data.one_vs_rest"
+        )
     for split, y in (("train", ds.y_train), ("test", ds.y_test)):
         try:
             _heads.check_labels(net.head_fn, y, len(y), net.m)
         except ValueError as e:
             raise DataError(
-                f"data {name!r} ({split} split, {ds.n_classes} classes) does not fit the model's head "
+                f"data {cfg.name!r} ({split} split, {ds.n_classes} classes) does not fit the model's head "
                 f"{net.head!r} with {net.m} outputs: {e}. Give the last layer as many outputs as there are "
                 f"classes, or use data.one_vs_rest for a binary head"
             ) from None
@@ -135,16 +148,33 @@ def _tfds(cfg: DataConfig, split: str, n: int | None) -> tuple[np.ndarray, np.nd
         source = tfds.data_source(cfg.name, split=split, data_dir=str(data_dir), download=False)
     except (ValueError, RuntimeError) as e:
         raise DataError(f"data set {cfg.name!r}, split {split!r} in {data_dir}: {e}") from None
+    n = min(n or len(source), len(source))
+    records: list = []
+    absl = logging.getLogger("absl")
+    absl.addFilter(_no_opencv_advice)
     try:
-        records = source.__getitems__(range(min(n or len(source), len(source))))
+        with tqdm(total=n, desc=f"reading {cfg.name} {split}", unit="example", leave=False, disable=None) as bar:
+            for i in range(0, n, _READ_CHUNK):  # decoding 60,000 PNG digits takes ~8 s: show it
+                records += source.__getitems__(range(i, min(i + _READ_CHUNK, n)))
+                bar.update(min(_READ_CHUNK, n - i))
     except (OSError, RuntimeError) as e:
         raise DataError(
             f"data set {cfg.name!r}, split {split!r} in {data_dir}: the prepared copy cannot be read "
             f"({e}); prepare it again with `tfds build {cfg.name} --data_dir {data_dir} --file_format array_record`"
         ) from None
+    finally:
+        absl.removeFilter(_no_opencv_advice)
     x = np.stack([r["image"] for r in records]).astype(np.float32) / 255.0
     y = np.array([r["label"] for r in records], np.int32)
     return x, y
+
+
+_READ_CHUNK = 5000
+
+
+def _no_opencv_advice(record: logging.LogRecord) -> bool:
+    """A logging filter dropping tfds' "OpenCV is not installed ... Defaulting to PIL" (advice, not a fault)."""
+    return "OpenCV is not installed" not in record.getMessage()
 
 
 def _reshape(x: np.ndarray, in_shape: tuple[int, ...], name: str) -> np.ndarray:

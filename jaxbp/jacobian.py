@@ -101,7 +101,7 @@ def _checked_jit(net: Network, fn, *extra):
     def call(params: Params, x: Array, y: Array):
         if y is None:
             raise TypeError(f"y: expected the labels of head {net.head!r}, got None")
-        x, y = (np.asarray(v) if isinstance(v, (list, tuple, int, float, np.generic)) else v for v in (x, y))
+        x, y = (np.asarray(v) if isinstance(v, (list, tuple, int, float, str, np.generic)) else v for v in (x, y))
         if isinstance(x, np.ndarray) and not is_real_dtype(x.dtype):  # jit could not even read it
             raise TypeError(f"x: expected an array of real numbers, got dtype {x.dtype} (the arguments are params, x, y)")
         if isinstance(y, np.ndarray):  # label values are checked on the host only (no device round trip)

@@ -188,32 +188,50 @@ def conv_to_dense(
     return T.T, jnp.tile(b, g.out_shape[0] * g.out_shape[1])
 
 
+_PLOT_PX = 2000  # a plot's longer side, in pixels, when T(K) has more entries than that fit at full cell size
+_PLOT_MAX_SIDE = 8000  # one pixel per entry at least: a larger T(K) is refused
+
+
 def plot_toeplitz(
     K: Array, input_shape: tuple[int, ...], path: str | Path, stride=1, padding: Padding = "VALID"
 ) -> Path:
     """Save a PNG of T(K) (Prop. 2) to `path`: nonzeros coloured by value, zeros white.
 
-    For a small case (the paper's 3x3 input and 2x2 kernel) the shifted, diagonal-constant
-    bands of the kernel are visible row by row. Uses matplotlib's Agg canvas, no global state.
-    Returns the path written.
+    Each entry gets a square of 35 pixels (the paper's 3x3 input and 2x2 kernel: the shifted,
+    diagonal-constant bands of the kernel are visible row by row, on a grid), shrunk for a larger
+    T(K) so that the longer side stays near 2,000 pixels, but never below one pixel per entry, so no
+    nonzero is lost (one 5x5 filter on a 28x28 image, 576 x 784: 2.6 pixels each). A T(K) with more
+    than 8,000 rows or columns is refused (ValueError): its band looks the same on a smaller input.
+    Missing folders of `path` are created, and a path without a suffix gets ".png". Uses matplotlib's
+    Agg canvas, no global state. Returns the path written.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    g = conv_geometry(jnp.shape(K), input_shape, stride, padding)
+    rows, cols = int(np.prod(g.out_shape)), int(np.prod(g.in_shape))
+    if max(rows, cols) > _PLOT_MAX_SIDE:
+        raise ValueError(
+            f"plot_toeplitz: T(K) would be {rows} x {cols}, and a plot shows at least one pixel per entry, up to "
+            f"{_PLOT_MAX_SIDE} a side; use a smaller input_shape (the doubly block Toeplitz band looks the same)"
+        )
     T = np.asarray(toeplitz(K, input_shape, stride, padding), dtype=np.float64)
-    rows, cols = T.shape
-    fig = Figure(figsize=(max(3.0, 0.35 * cols + 1.5), max(2.0, 0.35 * rows + 1.0)))
+    cell = float(np.clip(_PLOT_PX / max(rows, cols), 1.0, 35.0))  # pixels per entry
+    fig = Figure(figsize=(cols * cell / 100 + 1.5, rows * cell / 100 + 1.0), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_equal(T, 0.0), cmap="viridis", interpolation="nearest")
-    ax.set_xticks(np.arange(-0.5, cols, 1), minor=True)
-    ax.set_yticks(np.arange(-0.5, rows, 1), minor=True)
-    ax.grid(which="minor", color="0.85", linewidth=0.5)
-    ax.tick_params(which="minor", length=0)
+    if cell >= 8:  # a grid line per entry only where entries are large enough to see it
+        ax.set_xticks(np.arange(-0.5, cols, 1), minor=True)
+        ax.set_yticks(np.arange(-0.5, rows, 1), minor=True)
+        ax.grid(which="minor", color="0.85", linewidth=0.5)
+        ax.tick_params(which="minor", length=0)
     ax.set_xlabel("input index (HWC row-major, the paper's Vec(X^T))")
     ax.set_ylabel("output index")
     ax.set_title(f"T(K): {rows} x {cols}, {int(np.count_nonzero(T))} nonzeros")
     fig.colorbar(im, ax=ax, label="kernel entry")
     path = Path(path)
+    path = path if path.suffix else path.with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return path

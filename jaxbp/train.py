@@ -37,7 +37,7 @@ from tqdm import tqdm
 from jaxbp import _signals
 from jaxbp import data as _data
 from jaxbp import parallel as _parallel
-from jaxbp.config import Config, ConfigError, OptimizerConfig, ScheduleConfig, build_model
+from jaxbp.config import Config, ConfigError, OptimizerConfig, ScheduleConfig, build_model, load
 from jaxbp.jacobian import value_and_grad_fn
 from jaxbp.network import Network, Params
 from jaxbp.sparse import hard_threshold
@@ -217,7 +217,7 @@ def _train_and_evaluate(cfg: Config, workdir: Path, resume: bool, check: Callabl
     _check_workdir(workdir, cfg, resume)
     net = build_model(cfg.model)
     ds = _data.load(cfg.data, net.in_shape, cfg.seed)
-    _data.check_labels(ds, net, cfg.data.name)
+    _data.check_labels(ds, net, cfg.data)
     steps_per_epoch = len(ds.x_train) // tc.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -232,7 +232,10 @@ def _train_and_evaluate(cfg: Config, workdir: Path, resume: bool, check: Callabl
     if resume:
         state = load_checkpoint(ckpt, state)
         resumed_from_step = state.step
+        if (workdir / "config.yaml").is_file():
+            _check_continues(workdir, cfg, load(workdir / "config.yaml"), state.step, total_steps, steps_per_epoch, schedule)
         if state.step >= total_steps and (workdir / "summary.json").is_file():
+            tqdm.write(f"run already complete ({state.step} steps); its summary:")
             return json.loads((workdir / "summary.json").read_text())
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -351,6 +354,40 @@ def _check_workdir(workdir: Path, cfg: Config, resume: bool) -> None:
                 f"the checkpoint's step counts batches of the run's own data, model, seed and batch size, "
                 f"so these cannot change on resume (start a new run with --out instead)"
             )
+
+
+def _check_continues(
+    workdir: Path, cfg: Config, run_cfg: Config, step: int, total_steps: int, steps_per_epoch: int,
+    schedule: optax.Schedule,
+) -> None:
+    """ConfigError unless `cfg`, resuming the run of `run_cfg` at `step`, describes the steps it took.
+
+    The run must not have passed the new end already, a finished run takes no changes unless it goes
+    on, and the learning rate must be the run's at every step taken (a cosine schedule stretched over
+    more epochs would jump back up, and config.yaml would describe a run that never happened).
+    """
+    new, old = _flatten(cfg.to_dict()), _flatten(run_cfg.to_dict())
+    changed = [k for k in new if k != "data.data_dir" and old.get(k) != new[k]]
+    what = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in changed)
+    if step > total_steps:
+        raise ConfigError(f"--resume {workdir}: the run has taken {step} steps, more than the {total_steps} of "
+                          f"train.epochs={cfg.train.epochs}; resume with at least its own train.epochs")
+    if step == total_steps and changed and (workdir / "summary.json").is_file():
+        raise ConfigError(f"--resume {workdir}: the run is complete ({step} steps), so the changes {what} do not "
+                          f"apply to it; start a new run with --out instead")
+    if not step or not changed:
+        return
+    taken = jnp.arange(step)
+    before = make_schedule(run_cfg.schedule, run_cfg.optimizer.learning_rate, steps_per_epoch, run_cfg.train.epochs)
+    lr_old, lr_new = (np.asarray(jax.vmap(s)(taken)) for s in (before, schedule))
+    differ = np.flatnonzero(~np.isclose(lr_old, lr_new, rtol=1e-6, atol=0))
+    if differ.size:
+        i = int(differ[0])
+        raise ConfigError(
+            f"--resume {workdir}: {what} changes the learning rate of steps the run has taken (step {i + 1}: "
+            f"{lr_old[i]:.4g} in the run, {lr_new[i]:.4g} now); a resumed run continues its own schedule, so keep "
+            f"those keys (more epochs are fine with a constant schedule), or start a new run with --out"
+        )
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

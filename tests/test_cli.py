@@ -53,6 +53,8 @@ def test_a_config_error_exits_2_with_one_line_and_no_traceback(tmp_path):
         (["check", "iris_one_layer", "--set", "train.batch_size=0"], "'train.batch_size'"),
         (["check", "iris_one_layer", "--batch", "0"], "--batch: expected a positive number of examples, got 0"),
         (["check", "iris_one_layer", "--batch", "-3"], "got -3"),
+        (["train", "--out", "/proc/no_run_here"], "--out /proc/no_run_here: cannot create the run directory"),
+        (["train", "--out", "/dev/null/run"], "--out /dev/null/run: cannot create the run directory (Not a directory)"),
     ],
 )
 def test_user_errors_exit_2_with_a_message(argv, message, capsys, tmp_path, monkeypatch):
@@ -60,6 +62,31 @@ def test_user_errors_exit_2_with_a_message(argv, message, capsys, tmp_path, monk
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"jaxbp {argv[0]}: error:") and message in err
+
+
+def test_an_empty_out_or_resume_path_is_refused_not_read_as_the_working_directory(tmp_path, monkeypatch, capsys):
+    """`--out "$OUTDIR"` with the variable unset must not write a run into the working directory."""
+    monkeypatch.chdir(tmp_path)
+    for flag in ("--out", "--resume"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["train", flag, ""])
+        assert exit_.value.code == 2
+        assert f"argument {flag}: expected a directory, got an empty path" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_given_the_run_s_config_file_points_to_its_directory(tmp_path, capsys):
+    assert cli.main(["train", "--out", str(tmp_path / "run"), "--set", "train.epochs=1"]) == 0
+    assert cli.main(["train", "--resume", str(tmp_path / "run" / "config.yaml")]) == 2
+    assert f"a file; --resume takes the run's directory, e.g. --resume {tmp_path / 'run'}" in capsys.readouterr().err
+
+
+def test_the_summary_of_a_sparse_run_counts_its_nonzero_parameters(tmp_path, capsys):
+    argv = ["train", "iris_two_layer", "--out", str(tmp_path), "--set", "train.epochs=1", "--set", "optimizer.sparsity=0.5"]
+    assert cli.main(argv) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["nonzero_params"] == 22  # 43 - floor(0.5 * 43)
+    assert "(43 parameters, 22 nonzero)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", ["train", "check"])

@@ -95,3 +95,10 @@ def test_a_base_that_is_not_a_name_is_a_config_error(tmp_path, base):
     (tmp_path / "a.yaml").write_text(f"base: {base}\n")
     with pytest.raises(ConfigError, match="`base:` got .*, expected the name or path of one config"):
         config.load(tmp_path / "a.yaml")
+
+
+def test_a_base_that_does_not_exist_names_the_file_that_asks_for_it(tmp_path):
+    (tmp_path / "mine.yaml").write_text("base: iris_won_layer\n")
+    with pytest.raises(ConfigError, match=rf"config '{tmp_path / 'mine.yaml'}', key `base:`: config 'iris_won_layer': "
+                                          r"no such file, and no packaged config by that name \(iris_logistic_regression"):
+        config.load(tmp_path / "mine.yaml")

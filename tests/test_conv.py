@@ -6,10 +6,13 @@ same networks written independently with lax convolutions and `lax.reduce_window
 
 from __future__ import annotations
 
+import pathlib
+
 import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import PIL.Image
 import pytest
 from hypothesis import assume, given, settings
 from jax import lax
@@ -136,6 +139,25 @@ def test_toeplitz_is_differentiable_in_the_kernel():
 def test_plot_toeplitz_writes_a_png(tmp_path):
     path = jaxbp.plot_toeplitz(jnp.array([[1.0, 2.0], [3.0, 4.0]]), (3, 3), tmp_path / "t.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_toeplitz_of_an_mnist_sized_filter_keeps_a_pixel_per_entry_in_a_bounded_image(tmp_path):
+    """One 5x5 filter on a 28x28 image: T(K) is 576 x 784. Drawn at the small case's 35 pixels an
+    entry the figure took ~9 GB; it is now about 2,000 pixels a side, at least one per entry. A path
+    without a suffix gets ".png" (the file matplotlib writes), in folders made as needed."""
+    K = jax.random.normal(jax.random.key(0), (5, 5, 1, 1))
+    path = jaxbp.plot_toeplitz(K, (28, 28, 1), tmp_path / "new" / "folder" / "pattern")
+    assert path == tmp_path / "new" / "folder" / "pattern.png" and path.is_file()
+    with PIL.Image.open(path) as image:
+        width, height = image.size
+    assert 784 <= width <= 2600 and 576 <= height <= 2600, (width, height)
+
+
+def test_plot_toeplitz_refuses_a_matrix_too_large_to_draw_before_building_it():
+    K = jnp.ones((3, 3, 1, 6))
+    with pytest.raises(ValueError, match=r"T\(K\) would be 57624 x 10000.*smaller input_shape"):
+        jaxbp.plot_toeplitz(K, (100, 100, 1), "never_written.png")
+    assert not pathlib.Path("never_written.png").exists()
 
 
 # -- Prop. 3: r filters with biases as one dense layer --------------------------------------

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from tensorflow_datasets.testing import mocking
 
+import jaxbp
 from jaxbp import data
 from jaxbp.config import DataConfig
 
@@ -113,3 +116,29 @@ def test_a_constant_feature_is_centred_not_divided_by_zero():
     ds = data.load(DataConfig(n_train=1), (4,))
     assert np.all(np.isfinite(ds.x_train)) and np.all(np.isfinite(ds.x_test))
     np.testing.assert_array_equal(ds.x_train, 0.0)
+
+
+@pytest.mark.parametrize("key", ["n_train", "n_test"])
+def test_asking_for_more_examples_than_a_split_has_is_a_data_error(key):
+    with pytest.raises(data.DataError, match=rf"data.{key}: got 1000, but that split of 'iris' has (120|30) examples"):
+        data.load(DataConfig(**{key: 1000}), (4,))
+
+
+def test_one_vs_rest_labels_need_a_binary_head():
+    """0/1 labels on a 3-output softmax would train a network two of whose outputs are never targets."""
+    cfg = DataConfig(one_vs_rest=0)
+    ds = data.load(cfg, (4,))
+    with pytest.raises(data.DataError, match="one_vs_rest makes the labels 0 or 1, but the model's softmax_ce head has 3"):
+        data.check_labels(ds, jaxbp.mlp([4, 3]), cfg)
+    data.check_labels(ds, jaxbp.mlp([4, 2]), cfg)
+    data.check_labels(ds, jaxbp.models.logistic_regression(4), cfg)
+
+
+def test_reading_mnist_leaves_out_tfds_advice_to_install_opencv(tfds_dir):
+    """tfds logs "OpenCV is not installed ..." once per process, at the first decoded image; on every
+    MNIST run it looked like a fault. A fresh process, so that the first decode is jaxbp's."""
+    code = ("from jaxbp import data; from jaxbp.config import DataConfig; "
+            f"print(data.load(DataConfig(name='mnist', data_dir={str(tfds_dir)!r}, n_train=8, n_test=8), (784,)).x_train.shape)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "(8, 784)"
+    assert "OpenCV" not in result.stderr, result.stderr

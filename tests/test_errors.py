@@ -224,6 +224,7 @@ LIST_PARAMS = jax.tree.map(lambda v: v.tolist(), PARAMS, is_leaf=lambda v: isins
          r"x: expected an array of real numbers, got dtype object \(the arguments are params, x, y\)"),
         (lambda: jaxbp.grad_fn(NET)(PARAMS, np.full((6, 4), "a"), Y), TypeError, r"x: expected an array of real numbers, got dtype <U1"),
         (lambda: NET.apply(PARAMS, np.ones((6, 4), complex)), TypeError, r"x: expected an array of real numbers, got dtype complex128"),
+        (lambda: jaxbp.grad_fn(NET)(PARAMS, "abc", Y), TypeError, r"x: expected an array of real numbers, got dtype <U3"),
         (lambda: NET.apply(PARAMS, [[1.0, 2.0, 3.0, 4.0], [1.0]]), ValueError, r"x: expected an array of numbers, got a ragged"),
         (lambda: jaxbp.empirical_ntk(NET)(PARAMS, X, np.ones((2, 5))), ValueError, r"x2: expected shape \(4,\)"),
         (lambda: NET.init(0), TypeError, r"key: expected one PRNG key such as jax.random.key\(0\), got 0"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -300,6 +301,37 @@ def test_resume_refuses_a_config_that_changes_what_a_step_means_and_leaves_the_r
     assert resumed["steps"] == 14
 
 
+def test_resume_refuses_a_schedule_that_would_rewrite_the_steps_already_taken(tmp_path):
+    """A cosine schedule stretched from 2 to 4 epochs would raise the learning rate back up at the
+    resumed step, and config.yaml would describe a run that never happened: refused, naming the key
+    and the first step whose rate differs; more epochs of a constant schedule are fine."""
+    cosine = ("schedule.name=cosine", "train.epochs=2")
+    train.train_and_evaluate(_cfg("iris_two_layer", *cosine), tmp_path)
+    saved = (tmp_path / "config.yaml").read_text()
+    rates = [r["learning_rate"] for r in train.read_metrics(tmp_path) if "learning_rate" in r]
+    with pytest.raises(config.ConfigError, match=r"train.epochs 2 -> 4 changes the learning rate of steps the run "
+                                                 rf"has taken \(step 2: {rates[1]:.4g} in the run, .* now\).*--out"):
+        train.train_and_evaluate(_cfg("iris_two_layer", *cosine, "train.epochs=4"), tmp_path, resume=True)
+    with pytest.raises(config.ConfigError, match=r"optimizer.learning_rate 0.1 -> 0.05, train.epochs 2 -> 4 changes "
+                                                 r"the learning rate of steps the run has taken \(step 1: 0.1 in"):
+        train.train_and_evaluate(_cfg("iris_two_layer", *cosine, "train.epochs=4", "optimizer.learning_rate=0.05"),
+                                 tmp_path, resume=True)
+    assert (tmp_path / "config.yaml").read_text() == saved
+    constant = tmp_path / "constant"
+    train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2"), constant)
+    assert train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=3"), constant, resume=True)["steps"] == 21
+    assert config.load(constant / "config.yaml").train.epochs == 3  # config.yaml describes the run as it went
+
+
+def test_resume_refuses_an_end_the_run_has_passed_and_changes_to_a_finished_run(tmp_path):
+    train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2"), tmp_path)
+    with pytest.raises(config.ConfigError, match="has taken 14 steps, more than the 7 of train.epochs=1"):
+        train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=1"), tmp_path, resume=True)
+    with pytest.raises(config.ConfigError, match=r"run is complete \(14 steps\), so the changes train.log_every 1 -> 3 "
+                                                 r"do not apply to it"):
+        train.train_and_evaluate(_cfg("iris_two_layer", "train.epochs=2", "train.log_every=3"), tmp_path, resume=True)
+
+
 @pytest.mark.parametrize(
     "overrides, words",
     [(("model.name=mlp", "model.args={sizes: [4, 8, 2]}"), "values in \\[0, 2\\)"),  # 3 iris classes, 2 outputs
@@ -362,13 +394,15 @@ def test_an_interrupt_during_evaluation_stays_a_keyboard_interrupt(monkeypatch):
         evaluate(params, x, y)
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the drop itself
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_that_python_drops_still_stops_the_run_at_the_next_step_with_a_checkpoint(tmp_path, monkeypatch, signum):
     """A handler's KeyboardInterrupt raised inside a `__del__` or a gc callback (JAX has one) is
-    printed as 'Exception ignored' and dropped; a SIGTERM lost that way once left CI's run training
-    forever. The run must still stop before its next step and save that step's checkpoint."""
+    dropped by Python; a SIGTERM lost that way once left CI's run training forever. The run must
+    still stop before its next step and save that step's checkpoint, without Python's 'Exception
+    ignored in ...' report (a traceback from inside JAX that looks like a crash)."""
     before = signal.getsignal(signum)
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
 
     class SignalledWhileCollected:
         def __del__(self):
@@ -379,3 +413,4 @@ def test_a_signal_that_python_drops_still_stops_the_run_at_the_next_step_with_a_
     with np.load(tmp_path / train.CHECKPOINT) as f:
         assert int(f["step"]) == 5  # the fifth step ran; the sixth did not
     assert signal.getsignal(signum) is before
+    assert not reported and sys.unraisablehook == reported.append  # silenced, then given back
