@@ -97,6 +97,8 @@ def _cmd_train(args) -> int:
     except KeyboardInterrupt:
         if (workdir / _train.CHECKPOINT).is_file():
             print(f"\ncheckpoint saved; continue with: jaxbp train --resume {workdir}", file=sys.stderr)
+        else:
+            print("\nnothing saved: the run stopped before its first step", file=sys.stderr)
         raise
     finally:
         if made is not None and not any(made.iterdir()):

@@ -187,6 +187,7 @@ def test_ctrl_c_before_the_first_step_does_not_promise_a_checkpoint(tmp_path, mo
     assert cli.main(["train", "--out", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "checkpoint saved" not in err
+    assert "nothing saved: the run stopped before its first step" in err
 
 
 def test_sigterm_from_a_job_scheduler_saves_a_checkpoint_as_ctrl_c_does(tmp_path):
