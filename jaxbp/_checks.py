@@ -40,8 +40,8 @@ def index(value: Any) -> int | None:
         return None
 
 
-def as_int(value: Any, name: str, minimum: int = 1) -> int:
-    """`value` as a Python int >= minimum, else a ValueError naming `name`."""
+def as_int(value: Any, name: str, minimum: int = 1) -> int | jax.Array:
+    """`value` as a Python int >= minimum, else a ValueError naming `name` (a traced value as it is)."""
     if is_traced(value):
         return value
     n = index(value)
@@ -63,8 +63,9 @@ def as_shape(value: Any, name: str, expected: str, ranks: Collection[int] | None
     return dims  # type: ignore[return-value]
 
 
-def as_float(value: Any, name: str, expected: str, ok: Callable[[float], bool]) -> float:
-    """`value` as a Python float for which ok(value) holds, else a ValueError naming `name`."""
+def as_float(value: Any, name: str, expected: str, ok: Callable[[float], bool]) -> float | jax.Array:
+    """`value` as a Python float for which ok(value) holds, else a ValueError naming `name` (a traced
+    value as it is)."""
     if is_traced(value):
         return value
     try:

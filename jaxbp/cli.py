@@ -187,9 +187,8 @@ def _cmd_check(args) -> int:
 
 
 def _errors(diff, ref) -> tuple[float, float]:
-    """max |diff| and that divided by max |ref| (relative to the scale of the reference)."""
-    err = float(jnp.max(jnp.abs(diff)))
-    return err, err / max(float(jnp.max(jnp.abs(ref))), np.finfo(np.float32).tiny)
+    """max |diff| and `train.relative_error` (relative to the scale of the reference)."""
+    return float(jnp.max(jnp.abs(diff))), float(_train.relative_error(diff, ref))
 
 
 if __name__ == "__main__":

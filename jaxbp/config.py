@@ -20,7 +20,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -225,7 +225,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def load(name_or_path: str | Path = "iris_one_layer", overrides: list[str] = ()) -> Config:
+def load(name_or_path: str | Path = "iris_one_layer", overrides: Sequence[str] = ()) -> Config:
     """Read, merge, override and validate a config (a path or a packaged config's name)."""
     return from_dict(apply_overrides(read_raw(name_or_path), list(overrides)))
 

@@ -23,9 +23,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxbp.jacobian import _checked_jit, backward, param_rows
+from jaxbp.jacobian import _checked_jit, backward, output_rows, param_rows
 from jaxbp.layers import Outer
-from jaxbp.network import Network, Params, check_network, fold, forward, input_dtype, like_params, unsegment
+from jaxbp.network import (
+    Network, Params, check_network, fold, forward, input_dtype, like_params, segment_params, unsegment,
+)
 from jaxbp.per_example import per_example_vjp_params
 
 Array = jax.Array
@@ -61,10 +63,7 @@ def _ggn_diagonal(net: Network, params: Params, x: Array, y: Array) -> Params:
 
 def _rows(net: Network, params: Params, x: Array):
     """Per segment, (a^[l-1], dz^[L]/dz^[l]: (B, m, *out)) for every layer."""
-    z, saved = forward(net, params, x, keep=True)
-    B, m = z.shape
-    eye = jnp.broadcast_to(jnp.eye(m, dtype=z.dtype), (B, m, m))
-    return backward(net, saved, eye, lambda layer, p, a, d: (a, d))
+    return output_rows(net, params, x, lambda layer, p, a, d: (a, d))[1]
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -73,7 +72,7 @@ def _empirical_ntk(net: Network, params: Params, x1: Array, x2: Array) -> Array:
     dtype = jnp.result_type(*jax.tree.leaves(params), input_dtype(params, x1))  # of every block's product
     K = jnp.zeros((x1.shape[0], x2.shape[0], net.m, net.m), dtype)
     for seg, o1, o2 in zip(net.segments(), rows1, rows2):
-        ps = params[seg.index] if seg.scanned else [params[seg.index]]
+        ps = segment_params(seg, params)
 
         def step(K, inp, seg=seg):
             p, (a1, d1), (a2, d2) = inp

@@ -63,9 +63,9 @@ def backward(net: Network, saved: list, g: Array, contract) -> list:
         index = np.arange(seg.n) if seg.scanned else range(seg.n)  # constant: an iota is a kernel to compile
         g, deltas = fold(seg, step, g, (ps, ys, index), reverse=True)
         if seg.scanned:
-            out[seg.index] = jax.vmap(functools.partial(contract, seg.layer))(ps, ys[0], deltas)
+            out[seg.entry] = jax.vmap(functools.partial(contract, seg.layer))(ps, ys[0], deltas)
         else:
-            out[seg.index] = [contract(seg.layer, p, a, d) for p, (a, _), d in zip(ps, ys, deltas)]
+            out[seg.entry] = [contract(seg.layer, p, a, d) for p, (a, _), d in zip(ps, ys, deltas)]
     return out
 
 
@@ -140,13 +140,18 @@ def _grad(net: Network, params: Params, x: Array, y: Array) -> Params:
     return _value_and_grad(net, params, x, y)[1]
 
 
+def output_rows(net: Network, params: Params, x: Array, contract) -> tuple[Array, list]:
+    """z^[L]: (B, m) for a batch x: (B, *in_shape), and `backward`'s contractions of all m rows of the
+    chain: delta^[l] for row i is row i of M_l diag(f'(z^[l])) = dz^[L]/dz^[l], (B, m, *out)."""
+    z, saved = forward(net, params, x, keep=True)
+    eye = jnp.broadcast_to(jnp.eye(net.m, dtype=z.dtype), (*z.shape, net.m))  # dz^[L]/dz^[L] = I, m rows
+    return z, backward(net, saved, eye, contract)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _jacobian(net: Network, params: Params, x: Array, batched: bool = True) -> Array:
-    z, saved = forward(net, params, x if batched else x[None], keep=True)
+    z, rows = output_rows(net, params, x if batched else x[None], param_rows)
     B, m = z.shape
-    eye = jnp.broadcast_to(jnp.eye(m, dtype=z.dtype), (B, m, m))  # dz^[L]/dz^[L] = I, m rows
-    # delta^[l] for row i is row i of M_l diag(f'(z^[l])) = dz^[L]/dz^[l]: (B, m, *out)
-    rows = backward(net, saved, eye, param_rows)
     # J is written in place, the Outer loops first (XLA CPU runs them ~50x slower when a loop
     # produces the result), and for one sample it is (m, P) from the start, as J[0] would copy it
     J = jnp.zeros((B, m, net.n_params) if batched else (m, net.n_params), z.dtype)

@@ -178,7 +178,7 @@ class Conv2D:
     cross-correlation (no kernel flip, as `lax.conv_general_dilated`); out_shape: (H_o, W_o,
     C_out). `stride` (int or pair) and `padding` ("VALID", "SAME" or ((top, bottom), (left,
     right)), an int p in it meaning (p, p)) are stored resolved (pairs, explicit pads).
-    Flattened in HWC row-major order, apply is T(K) vec(a) + Vec(B) (`jaxbp.toeplitz`).
+    Flattened in HWC row-major order, apply is T(K) vec(a) + Vec(B) (`jaxbp.toeplitz(K, in_shape)`).
 
     theta_l = [vec(K_1); ...; vec(K_r); b]: the paper's [vec(W); b] extended to kernels, filter
     by filter (filter i plays the role of column i of a Dense W), each filter K_i: (kh, kw,

@@ -63,12 +63,15 @@ class Stacked:
         return {k: (self.n, *s) for k, s in self.layer.param_shapes.items()}
 
     def init(self, key: Array, dtype=jnp.float32) -> dict[str, Array]:
+        """The n layers' params, each drawn from its own split of key, stacked: leaves (n, ...)."""
         return jax.vmap(lambda k: self.layer.init(k, dtype))(jax.random.split(key, self.n))
 
     def ravel(self, p) -> Array:
+        """theta of the entry: (n P_layer,), the n layer blocks last layer first."""
         return jax.vmap(self.layer.ravel)(p)[::-1].reshape(-1)
 
     def unravel(self, theta_l: Array):
+        """Inverse of `ravel`: theta_l (n P_layer,) -> the stacked params."""
         return jax.vmap(self.layer.unravel)(theta_l.reshape(self.n, -1)[::-1])
 
 
@@ -77,7 +80,7 @@ class Segment(NamedTuple):
 
     layer: Any
     act: _act.Activation
-    index: int
+    entry: int  # its position in net.layers and in params (a NamedTuple field named index would hide tuple.index)
     n: int
     scanned: bool
 
@@ -248,7 +251,8 @@ class Network:
         return self.head_fn.predict(self.apply(params, x))
 
     def loss(self, params: Params, x: Array, y: Array) -> Array:
-        """Mean over the batch of l(y, f^[L](z^[L])) (a scalar)."""
+        """Mean over the batch of l(y, f^[L](z^[L])) (a scalar). x: (B, *in_shape) or one sample
+        in_shape; y: the head's labels, (B,) class ids or (B, m) rows (one sample: () or (m,))."""
         batched = self.check_inputs(params, x, y)
         xb, yb = (x, y) if batched else (jnp.asarray(x)[None], _add_batch(y))
         z, _ = forward(self, params, jnp.asarray(xb))
@@ -303,7 +307,7 @@ def fold(seg: Segment, step, carry, xs: tuple, reverse: bool = False):
 
 def segment_params(seg: Segment, params: Params):
     """The entry's params in the segment's layout (already stacked for a Stacked entry)."""
-    return params[seg.index] if seg.scanned else [params[seg.index]]
+    return params[seg.entry] if seg.scanned else [params[seg.entry]]
 
 
 def unsegment(seg: Segment, tree):

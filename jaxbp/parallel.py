@@ -27,11 +27,11 @@ from jaxbp.config import ConfigError
 AXIS = "data"
 
 
-def initialize_from_env() -> bool:
+def initialize_from_env() -> None:
     """`jax.distributed.initialize` from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID.
 
-    Returns whether this is a multi-process run. Must run before anything touches a device; a
-    no-op when JAX_COORDINATOR_ADDRESS is unset or the runtime is already initialized.
+    Must run before anything touches a device; a no-op when JAX_COORDINATOR_ADDRESS is unset or the
+    runtime is already initialized (`jax.process_count()` then says whether the run is multi-process).
     """
     address = os.environ.get("JAX_COORDINATOR_ADDRESS")
     if address and not jax.distributed.is_initialized():
@@ -44,7 +44,6 @@ def initialize_from_env() -> bool:
         jax.distributed.initialize(
             address, int(os.environ["JAX_NUM_PROCESSES"]), int(os.environ["JAX_PROCESS_ID"])
         )
-    return jax.process_count() > 1
 
 
 def data_mesh(n: int | str = "auto") -> Mesh:

@@ -105,6 +105,8 @@ def per_example_grads(net: Network):
 def per_example_grad_norms(net: Network):
     """A jitted `(params, x, y) -> norms`: ||grad_theta l_b||_2 for each example, shape (B,).
 
+    x: (B, *in_shape), y: the head's labels for B examples (as `jaxbp.value_and_grad_fn`).
+
     Never materialises a Dense layer's per-example gradient: each Dense layer contributes
     (||a^[l-1]_b||^2 + 1) ||delta^[l]_b||^2 to the squared norm (other layers: their
     `per_example_sq_norms`, or the norms of their generic per-example gradients).
@@ -119,6 +121,8 @@ def per_example_grad_norms(net: Network):
 
 def clipped_grad_fn(net: Network, max_norm: float):
     """A jitted `(params, x, y) -> grads`: (1/B) sum_b min(1, C / ||g_b||) g_b, g_b = grad_theta l_b.
+
+    x: (B, *in_shape), y: the head's labels for B examples; grads has the structure of params.
 
     The clipped-and-averaged gradient of differentially private SGD (Abadi et al. 2016, Alg. 1)
     with clip norm C = max_norm, before noise: add N(0, sigma^2 C^2 I) / B to it for DP-SGD.

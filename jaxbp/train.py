@@ -95,7 +95,8 @@ def gradient(net: Network, grad: str) -> Callable:
 def make_train_step(net: Network, optimizer: optax.GradientTransformation, grad: str = "jaxbp"):
     """A jitted `(params, opt_state, x, y) -> (params, opt_state, loss, finite)`.
 
-    x: (B, *in_shape), y: (B,); `finite` is False when the loss or any gradient entry is NaN/inf.
+    x: (B, *in_shape), y: the head's labels, (B,) or (B, m); `finite` is False when the loss or any
+    gradient entry is NaN/inf.
     """
     value_and_grad = gradient(net, grad)
 
@@ -117,14 +118,17 @@ def make_grad_check(net: Network):
     the gradients as training converges)."""
     ours, oracle = gradient(net, "jaxbp"), gradient(net, "jax")
 
-    def relative(a, b):
-        return jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(b)), jnp.finfo(b.dtype).tiny)
-
     @jax.jit
     def grad_check(params, x, y):
-        return jax.tree.reduce(jnp.maximum, jax.tree.map(relative, ours(params, x, y)[1], oracle(params, x, y)[1]))
+        errors = jax.tree.map(lambda a, b: relative_error(a - b, b), ours(params, x, y)[1], oracle(params, x, y)[1])
+        return jax.tree.reduce(jnp.maximum, errors)
 
     return grad_check
+
+
+def relative_error(diff: Array, ref: Array) -> Array:
+    """max |diff| / max |ref|: an error relative to the scale of the reference array (a scalar)."""
+    return jnp.max(jnp.abs(diff)) / jnp.maximum(jnp.max(jnp.abs(ref)), jnp.finfo(ref.dtype).tiny)
 
 
 def make_evaluate(net: Network, chunk: int = 1000):
@@ -135,6 +139,8 @@ def make_evaluate(net: Network, chunk: int = 1000):
     def sums(params, x, y):
         z = net.apply(params, x)
         loss = jnp.sum(head.loss(z, head.target(y, net.m, z.dtype)))
+        if head.labels == "real":  # regression: no accuracy
+            return loss, jnp.zeros((), jnp.int32)
         if head.labels == "classes":
             correct = jnp.argmax(z, -1) == y
         else:  # a {0,1} target is predicted by z > 0, i.e. sigmoid(z) > 1/2
