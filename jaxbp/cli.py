@@ -16,15 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
+from jaxbp import check as _check
 from jaxbp import config as _config
 from jaxbp import data as _data
 from jaxbp import train as _train
-from jaxbp.jacobian import grad_fn, jacobian
-from jaxbp.params import ravel, unravel
 
 DEFAULT_CONFIG = "iris_one_layer"
 SET_HELP = "override one config key, e.g. optimizer.learning_rate=0.01 (repeatable; a YAML value)"
@@ -156,39 +151,14 @@ def _print_summary(s: dict, workdir: Path) -> None:
 def _cmd_check(args) -> int:
     if args.batch < 1:
         raise _config.ConfigError(f"--batch: expected a positive number of examples, got {args.batch}")
-    cfg = _config.load(args.config, args.overrides)
-    net = _config.build_model(cfg.model)
-    ds = _data.load(cfg.data, net.in_shape, cfg.seed)
-    _data.check_labels(ds, net, cfg.data)
-    params = net.init(jax.random.key(cfg.seed))
-    x, y = next(_data.batches(ds.x_train, ds.y_train, min(cfg.train.batch_size, len(ds.x_train)), cfg.seed, 0))
-    ours, oracle = grad_fn(net)(params, x, y), jax.grad(net.loss)(params, x, y)
-    xj = jnp.asarray(x[: args.batch])
-    theta = ravel(net, params)
-    J = jacobian(net, params, xj)
-    J_ref = jax.jacrev(lambda t: net.apply(unravel(net, t), xj))(theta)
-    dtype = np.asarray(theta).dtype
-    tol = 1e-5 if dtype == np.float32 else 1e-10  # the test suite's tolerances
-    print(f"jaxbp check: {cfg.name}, {net.n_params} parameters, {dtype}, gradient on a batch of {len(x)}, "
-          f"Jacobian on {len(xj)} examples")
+    r = _check.against_autodiff(_config.load(args.config, args.overrides), args.batch)
+    print(f"jaxbp check: {r.name}, {r.n_params} parameters, {r.dtype}, gradient on a batch of {r.batch}, "
+          f"Jacobian on {r.n_jacobian} examples")
     print(f"  {'layer':<6}{'param':<6}{'grad max abs':>14}{'grad max rel':>14}{'J max abs':>12}{'J max rel':>12}")
-    # J's columns per parameter array: each row of J (and of J - J_ref) unravelled like theta
-    J_err, J_scale = (jax.vmap(lambda t: unravel(net, t))(j.reshape(-1, net.n_params)) for j in (J - J_ref, J_ref))
-    worst = 0.0
-    for l, g in enumerate(ours, start=1):
-        for name in g:  # flatten and pooling layers have no parameters
-            g_abs, g_rel = _errors(g[name] - oracle[l - 1][name], oracle[l - 1][name])
-            j_abs, j_rel = _errors(J_err[l - 1][name], J_scale[l - 1][name])
-            worst = max(worst, g_rel, j_rel)
-            print(f"  {l:<6}{name:<6}{g_abs:>14.2e}{g_rel:>14.2e}{j_abs:>12.2e}{j_rel:>12.2e}")
-    ok = worst <= tol
-    print(f"  max relative error {worst:.2e} ({'ok' if ok else 'FAILED'}: tolerance {tol:.0e})")
-    return 0 if ok else 1
-
-
-def _errors(diff, ref) -> tuple[float, float]:
-    """max |diff| and `train.relative_error` (relative to the scale of the reference)."""
-    return float(jnp.max(jnp.abs(diff))), float(_train.relative_error(diff, ref))
+    for e in r.errors:
+        print(f"  {e.layer:<6}{e.param:<6}{e.grad_abs:>14.2e}{e.grad_rel:>14.2e}{e.jac_abs:>12.2e}{e.jac_rel:>12.2e}")
+    print(f"  max relative error {r.worst:.2e} ({'ok' if r.ok else 'FAILED'}: tolerance {r.tolerance:.0e})")
+    return 0 if r.ok else 1
 
 
 if __name__ == "__main__":

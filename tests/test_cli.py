@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import cli
+from jaxbp import check, cli, config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,9 +130,20 @@ def test_check_prints_a_per_layer_table_of_small_errors(capsys, tfds_dir):
     assert re.search(r"max relative error \S+ \(ok: tolerance 1e-05\)$", out.rstrip())
 
 
+def test_the_check_is_a_library_function_that_returns_each_array_s_errors():
+    """`jaxbp check` only prints `check.against_autodiff`'s report, which notebooks can use too."""
+    report = check.against_autodiff(config.load("iris_two_layer"), n_jacobian=3)
+    assert [(e.layer, e.param) for e in report.errors] == [(1, "W"), (1, "b"), (2, "W"), (2, "b")]
+    assert (report.batch, report.n_jacobian, report.n_params) == (16, 3, 43)
+    assert report.ok and report.worst <= report.tolerance == 1e-5
+    assert all(e.grad_rel <= 1e-5 and e.jac_rel <= 1e-5 for e in report.errors)
+    with pytest.raises(ValueError, match="n_jacobian: expected a positive int, got 0"):
+        check.against_autodiff(config.load("iris_two_layer"), n_jacobian=0)
+
+
 def test_check_reports_the_jacobian_error_of_each_parameter_array(capsys, monkeypatch):
     """An error in the J columns of layer 1's b only shows in that row, and fails the check."""
-    real = cli.jacobian
+    real = check.jacobian
 
     def jacobian_off_in_b1(net, params, x):
         marked = jax.tree.map(jnp.zeros_like, params)
@@ -140,7 +151,7 @@ def test_check_reports_the_jacobian_error_of_each_parameter_array(capsys, monkey
         J = real(net, params, x)
         return J + jnp.broadcast_to(jaxbp.ravel(net, marked), J.shape)
 
-    monkeypatch.setattr(cli, "jacobian", jacobian_off_in_b1)
+    monkeypatch.setattr(check, "jacobian", jacobian_off_in_b1)
     assert cli.main(["check", "iris_two_layer"]) == 1
     out = capsys.readouterr().out
     J_abs = {tuple(r[:2]): float(r[4]) for r in (line.split() for line in out.splitlines()) if r[:1] in (["1"], ["2"])}
