@@ -12,6 +12,7 @@ from typing import Any, Callable, Collection
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def is_float_dtype(dtype: Any) -> bool:
@@ -75,3 +76,15 @@ def as_float(value: Any, name: str, expected: str, ok: Callable[[float], bool]) 
     if v is None or not ok(v):
         raise ValueError(f"{name}: expected {expected}, got {value!r}")
     return v
+
+
+def as_pair(value, name: str, minimum: int | None = None) -> tuple[int, int]:
+    """An int (Python, NumPy or 0-d JAX) or a pair of them (a tuple, a list or an array of shape
+    (2,)) as (int, int), each >= `minimum` if given, else a ValueError naming `name`."""
+    pair_like = isinstance(value, (tuple, list)) and len(value) == 2 or np.shape(value) == (2,)
+    items = value if pair_like else (value, value)
+    pair = tuple(index(v) for v in items)
+    if None in pair or (minimum is not None and min(pair) < minimum):  # type: ignore[type-var]
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"{name}: expected an int or a pair of ints{bound}, got {value!r}")
+    return pair  # type: ignore[return-value]

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp._checks import as_int, as_shape
-from jaxbp.toeplitz import ConvGeometry, Padding, as_pair, conv_geometry
+from jaxbp._checks import as_int, as_pair, as_shape
+from jaxbp.toeplitz import ConvGeometry, Padding, conv_geometry
 
 Array = jax.Array
 Params = dict[str, Array]

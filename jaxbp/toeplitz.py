@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp._checks import as_shape, index
+from jaxbp._checks import as_pair, as_shape
 
 Array = jax.Array
 Pair = tuple[int, int]
@@ -41,18 +41,6 @@ class ConvGeometry(NamedTuple):
     stride: Pair  # (s_h, s_w)
     pads: tuple[Pair, Pair]  # ((top, bottom), (left, right)), explicit
     out_shape: tuple[int, int, int]  # (H_o, W_o, C_out)
-
-
-def as_pair(value, name: str, minimum: int | None = None) -> Pair:
-    """An int (Python, NumPy or 0-d JAX) or a pair of them (a tuple, a list or an array of shape
-    (2,)) as (int, int), each >= `minimum` if given, else a ValueError naming `name`."""
-    pair_like = isinstance(value, (tuple, list)) and len(value) == 2 or np.shape(value) == (2,)
-    items = value if pair_like else (value, value)
-    pair = tuple(index(v) for v in items)
-    if None in pair or (minimum is not None and min(pair) < minimum):  # type: ignore[type-var]
-        bound = "" if minimum is None else f" >= {minimum}"
-        raise ValueError(f"{name}: expected an int or a pair of ints{bound}, got {value!r}")
-    return pair  # type: ignore[return-value]
 
 
 def _same_pads(size: int, k: int, s: int) -> Pair:
