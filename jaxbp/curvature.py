@@ -23,7 +23,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxbp.jacobian import _checked_jit, backward, output_rows, param_rows
+from jaxbp.jacobian import backward, checked_jit, output_rows, param_rows
 from jaxbp.layers import Outer
 from jaxbp.network import (
     Network, Params, check_network, fold, forward, input_dtype, like_params, segment_params, unsegment,
@@ -97,7 +97,7 @@ def ggn_diagonal(net: Network):
     >>> d[0]["W"].shape
     (4, 5)
     """
-    return _checked_jit(net, _ggn_diagonal)
+    return checked_jit(net, _ggn_diagonal)
 
 
 def empirical_ntk(net: Network):

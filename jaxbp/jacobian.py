@@ -88,8 +88,11 @@ def _jitted(net: Network, fn, params: Params, x: Array, y: Array, *extra):
     return fn(net, params, x[None], y[None], *extra)
 
 
-def _checked_jit(net: Network, fn, *extra):
+def checked_jit(net: Network, fn, *extra):
     """A validated `(params, x, y) -> fn(net, params, x_batch, y_batch, *extra)` on one sample or a batch.
+
+    The factory of every public `(params, x, y)` function (`grad_fn`, `per_example_grads`,
+    `ggn_diagonal`, ...), so all validate their arguments alike.
 
     fn is a module-level function, so every function made for the same net shares one jit cache
     (`jaxbp.grad_fn(net)(params, x, y)` in a loop compiles once). Shapes are validated when the
@@ -125,7 +128,7 @@ def value_and_grad_fn(net: Network):
     >>> grads[0]["W"].shape
     (4, 5)
     """
-    return _checked_jit(net, _value_and_grad)
+    return checked_jit(net, _value_and_grad)
 
 
 def grad_fn(net: Network):
@@ -133,7 +136,7 @@ def grad_fn(net: Network):
 
     Same arguments and checks as `value_and_grad_fn`; grads has the structure of params.
     """
-    return _checked_jit(net, _grad)
+    return checked_jit(net, _grad)
 
 
 def _grad(net: Network, params: Params, x: Array, y: Array) -> Params:

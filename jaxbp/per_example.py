@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp._checks import as_float
-from jaxbp.jacobian import _checked_jit, backward
+from jaxbp.jacobian import backward, checked_jit
 from jaxbp.network import Network, Params, fold, forward, like_params, unsegment
 
 Array = jax.Array
@@ -99,7 +99,7 @@ def per_example_grads(net: Network):
     >>> g[0]["W"].shape
     (2, 4, 5)
     """
-    return _checked_jit(net, _per_example_grads)
+    return checked_jit(net, _per_example_grads)
 
 
 def per_example_grad_norms(net: Network):
@@ -116,7 +116,7 @@ def per_example_grad_norms(net: Network):
     >>> jaxbp.per_example_grad_norms(net)(net.init(jax.random.key(0)), jnp.ones((2, 4)), jnp.array([0, 2])).shape
     (2,)
     """
-    return _checked_jit(net, _per_example_grad_norms)
+    return checked_jit(net, _per_example_grad_norms)
 
 
 def clipped_grad_fn(net: Network, max_norm: float):
@@ -132,4 +132,4 @@ def clipped_grad_fn(net: Network, max_norm: float):
     the caller's `jax.jit`/`jax.vmap` (a clip norm adapted during training, Andrew et al. 2021),
     which cannot be checked and is trusted.
     """
-    return _checked_jit(net, _clipped_grad, as_float(max_norm, "max_norm", "a positive number", lambda v: v > 0))
+    return checked_jit(net, _clipped_grad, as_float(max_norm, "max_norm", "a positive number", lambda v: v > 0))
