@@ -15,20 +15,21 @@ folding runs of identical blocks with `jax.lax.scan`:
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxbp._checks import is_real_dtype
-from jaxbp.layers import Outer
+from jaxbp.layers import Layer, Outer
 from jaxbp.network import Network, Params, check_network, fold, forward, layer_output, like_params, unsegment
 from jaxbp.params import offsets
 
 Array = jax.Array
 
 
-def backward(net: Network, saved: list, g: Array, contract) -> list:
+def backward(net: Network, saved: list, g: Array, contract: Callable[[Layer, Any, Array, Array], Any]) -> list:
     """The backward walk of Algorithm 1, from z^[L] down, handing each layer's delta to `contract`.
 
     saved: `forward(..., keep=True)`'s per-segment (params, (a^[l-1], f'(z^[l]) or None), output

@@ -16,7 +16,7 @@ plus the layer's slice of the paper's theta: `ravel(p)` / `unravel(theta_l)`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,40 @@ from jaxbp.toeplitz import ConvGeometry, Padding, conv_geometry
 
 Array = jax.Array
 Params = dict[str, Array]
+
+
+class Layer(Protocol):
+    """What every layer of a `Network` offers (Dense, Conv2D, the pools, Flatten, or one of a user's):
+    the three linear maps above, its shapes and its slice of theta. Optional extras give faster
+    forms where a layer has them (`param_rows`, `per_example_vjp_params`, `per_example_sq_norms`,
+    `sum_sq_vjp_params`, `ntk`); without them the generic forms from `vjp_params` apply."""
+
+    @property
+    def in_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def out_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]: ...
+
+    @property
+    def size(self) -> int: ...  # P_l, the layer's entries of theta
+
+    def init(self, key: Array, dtype=jnp.float32) -> Params: ...
+
+    def apply(self, p: Params, a: Array) -> Array: ...
+
+    def vjp_input(self, p: Params, a: Array, delta: Array) -> Array: ...
+
+    def vjp_params(self, p: Params, a: Array, delta: Array) -> Params: ...
+
+    def ravel(self, p: Params) -> Array: ...
+
+    def unravel(self, theta_l: Array) -> Params: ...
+
+
+LAYER_MEMBERS = tuple(name for name in vars(Layer) if not name.startswith("_"))  # what Network checks for
 
 
 class Outer(NamedTuple):

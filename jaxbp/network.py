@@ -19,7 +19,7 @@ import numpy as np
 from jaxbp import activations as _act
 from jaxbp import heads as _heads
 from jaxbp._checks import as_int, index, is_float_dtype, is_real_dtype
-from jaxbp.layers import Dense
+from jaxbp.layers import LAYER_MEMBERS, Dense, Layer
 
 Array = jax.Array
 Params = list[dict[str, Array]]
@@ -36,7 +36,7 @@ class Stacked:
     follows each of the n layers. Its theta block is the n layer blocks, last layer first.
     """
 
-    layer: Any
+    layer: Layer
     n: int
 
     def __post_init__(self):
@@ -78,15 +78,11 @@ class Stacked:
 class Segment(NamedTuple):
     """One entry of the params list: `n` blocks (layer, f), scanned when the entry is Stacked."""
 
-    layer: Any
+    layer: Layer
     act: _act.Activation
     entry: int  # its position in net.layers and in params (a NamedTuple field named index would hide tuple.index)
     n: int
     scanned: bool
-
-
-_LAYER_PROTOCOL = ("in_shape", "out_shape", "param_shapes", "size", "init", "apply", "vjp_input",
-                   "vjp_params", "ravel", "unravel")
 
 
 @dataclass(frozen=True)
@@ -107,7 +103,7 @@ class Network:
             raise ValueError("layers: expected at least one layer, got an empty list")
         for i, layer in enumerate(self.layers):
             inner = layer.layer if isinstance(layer, Stacked) else layer  # Stacked scans its layer's maps
-            missing = [name for name in _LAYER_PROTOCOL if not hasattr(inner, name)]
+            missing = [name for name in LAYER_MEMBERS if not hasattr(inner, name)]
             if missing:
                 raise TypeError(
                     f"layers[{i}]: expected a layer (Dense, Conv2D, Stacked, ...) with {', '.join(missing)}, "
