@@ -32,15 +32,16 @@ class Stacked:
     The Flax `nn.scan` pattern for deep uniform stacks: the entry's parameters are the layer's
     dict with a leading axis of length n (Dense: W (n, n_in, n_out), b (n, n_out)), so the
     forward and both backward contractions compile once, whatever n is, and no per-layer list of
-    params is stacked or unstacked inside the step (each layer's W is sliced from the stack). The hidden activation given for this entry
-    follows each of the n layers. Its theta block is the n layer blocks, last layer first.
+    params is stacked or unstacked inside the step (each layer's W is sliced from the stack). The
+    hidden activation given for this entry follows each of the n layers. Its theta block is the n
+    layer blocks, last layer first.
     """
 
     layer: Layer
     n: int
 
     def __post_init__(self):
-        if not all(hasattr(self.layer, a) for a in ("in_shape", "out_shape", "size")):
+        if not all(hasattr(self.layer, a) for a in LAYER_MEMBERS):  # the same test as Network's
             raise TypeError(f"Stacked: layer: expected a layer such as jaxbp.Dense(n, n), got {self.layer!r}")
         if self.layer.in_shape != self.layer.out_shape:
             raise ValueError(
