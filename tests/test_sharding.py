@@ -25,7 +25,7 @@ from jaxbp.config import ConfigError
 @pytest.fixture(scope="module")
 def sharded(tfds_dir) -> dict:
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": str(REPO)}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "_sharded.py"), str(tfds_dir)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
