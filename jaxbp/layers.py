@@ -67,8 +67,8 @@ class Outer(NamedTuple):
     """A piece of Jacobian rows in factored form: n_j consecutive blocks of length L, block j of
     row (b, r) being v[b, r, j] u[b] (Dense: delta_{b,r,j} (a^[l-1]_b)^T, row j of [I (x) a^T]).
 
-    v: (B, R, n_j), u: (B, L). `jaxbp.jacobian` writes it block by block, so the (B, R, n_j L)
-    piece is never formed; `dense()` forms it.
+    v: (B, R, n_j), u: (B, L). `jaxbp.jacobian` writes it into J block by block on CPU and as
+    `dense()` in one update elsewhere.
     """
 
     v: Array

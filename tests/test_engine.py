@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
@@ -109,6 +111,26 @@ def test_stacked_scan_matches_unrolled_and_autodiff(dtype, activation, n_0, stac
     )
     assert_jacobian_close(plain, jaxbp.jacobian(scanned, params, x), jacrev_theta(plain, listed, x), dtype)
     assert_jacobian_close(plain, jaxbp.jacobian(scanned, params, x[0]), jacrev_theta(plain, listed, x[0]), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_one_write_of_outer_pieces_used_off_cpu_matches_jacrev(monkeypatch, dtype):
+    """On GPU and TPU `jaxbp.jacobian` writes each Outer piece (a (x) delta) in one fused update of
+    J rather than block by block (`jax.lax.platform_dependent`); here the CPU takes that path too,
+    on a network with plain and scanned Dense layers (offsets static and traced)."""
+    engine = importlib.import_module("jaxbp.jacobian")
+    monkeypatch.setattr(engine, "_write_blocks", engine._write_dense)
+    engine._jacobian.clear_cache()
+    try:
+        sizes = [6, 4, 4, 4, 4, 3]
+        net, plain = jaxbp.mlp(sizes, activation="tanh", scan=2), jaxbp.mlp(sizes, activation="tanh")
+        params = random_params(net, 5, dtype)
+        listed = jaxbp.unravel(plain, jaxbp.ravel(net, params))
+        x = jax.random.normal(jax.random.key(1), (3, 6), dtype)
+        assert_jacobian_close(plain, jaxbp.jacobian(net, params, x), jacrev_theta(plain, listed, x), dtype)
+        assert_jacobian_close(plain, jaxbp.jacobian(net, params, x[0]), jacrev_theta(plain, listed, x[0]), dtype)
+    finally:
+        engine._jacobian.clear_cache()  # no dense-write programs left for later tests
 
 
 def test_gradient_matches_finite_differences():
