@@ -78,6 +78,21 @@ def as_float(value: Any, name: str, expected: str, ok: Callable[[float], bool]) 
     return v
 
 
+def as_array(value: Any, name: str, expected: str) -> jax.Array:
+    """`value` as a JAX array of real numbers, else a TypeError naming `name` (None, a string, a
+    ragged nested list, complex or object data)."""
+    try:
+        a = jnp.asarray(value)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or not is_real_dtype(a.dtype):
+        dtype = getattr(value, "dtype", None) if a is None or hasattr(value, "dtype") else a.dtype
+        given = (f"dtype {dtype}" if dtype is not None else repr(value) if len(repr(value)) <= 60
+                 else f"a {type(value).__name__} that is no array (ragged?)")
+        raise TypeError(f"{name}: expected {expected} of real numbers, got {given}")
+    return a
+
+
 def as_pair(value, name: str, minimum: int | None = None) -> tuple[int, int]:
     """An int (Python, NumPy or 0-d JAX) or a pair of them (a tuple, a list or an array of shape
     (2,)) as (int, int), each >= `minimum` if given, else a ValueError naming `name`."""

@@ -112,6 +112,13 @@ def hard_threshold(
     def update(updates, state, params=None):
         if params is None:
             raise ValueError("hard_threshold: update needs params (optax.chain passes them through)")
+        if jax.tree.structure(updates) != jax.tree.structure(params) or any(
+            jnp.shape(u) != jnp.shape(p) for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params))
+        ):
+            raise ValueError(
+                "hard_threshold: updates and params must match in tree structure and shapes, got shapes "
+                f"{jax.tree.map(jnp.shape, updates)} and {jax.tree.map(jnp.shape, params)}"
+            )
         new = jax.tree.map(lambda p, u: p + u, params, updates)
         if scope == "layer":
             masks = jax.tree.map(lambda v: _keep_largest(v, _n_keep(v.size, None, sparsity)), new)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp._checks import as_pair, as_shape
+from jaxbp._checks import as_array, as_pair, as_shape
 
 Array = jax.Array
 Pair = tuple[int, int]
@@ -126,7 +126,7 @@ def toeplitz(K: Array, input_shape: tuple[int, ...], stride=1, padding: Padding 
     >>> toeplitz(jnp.array([[1, 2], [3, 4]]), (3, 3)).tolist()
     [[1, 2, 0, 3, 4, 0, 0, 0, 0], [0, 1, 2, 0, 3, 4, 0, 0, 0], [0, 0, 0, 1, 2, 0, 3, 4, 0], [0, 0, 0, 0, 1, 2, 0, 3, 4]]
     """
-    K = jnp.asarray(K)
+    K = as_array(K, "K", "a kernel array")
     g = conv_geometry(K.shape, input_shape, stride, padding)
     (h, w, cin), (ho, wo, cout) = g.in_shape, g.out_shape
     (top, _), (left, _) = g.pads
@@ -150,7 +150,7 @@ def patches(X: Array, kernel_shape: tuple[int, ...], stride=1, padding: Padding 
     window under the kernel at that output pixel, flattened in (i, j, c_in) order. Its
     transpose gives the kernel gradient: dl/dK = im2col(X)^T delta for delta: (H_o W_o, C_out).
     """
-    X = jnp.asarray(X)
+    X = as_array(X, "X", "an image array")
     g = conv_geometry(kernel_shape, X.shape, stride, padding, names=("kernel_shape", "X"))
     (ho, wo, _), (kh, kw, cin, _) = g.out_shape, g.kernel
     Xp = jnp.pad(X.reshape(g.in_shape), (*g.pads, (0, 0)))
@@ -169,7 +169,7 @@ def conv_to_dense(
     W^T x + b_vec = vec(conv(X, K) + b). Column (o_h, o_w, i) of W is filter i's (W_i)_{:, (o_h, o_w)}.
     """
     T = toeplitz(K, input_shape, stride, padding)
-    b = jnp.asarray(b)
+    b = as_array(b, "b", "a bias vector")
     g = conv_geometry(jnp.shape(K), input_shape, stride, padding)
     if b.shape != (g.kernel[3],):
         raise ValueError(f"b: expected one bias per filter, shape ({g.kernel[3]},), got {b.shape}")

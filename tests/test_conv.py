@@ -428,6 +428,27 @@ def test_shapes_must_be_positive_ints_neither_truncated_nor_a_type_error(call, m
         call()
 
 
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: jaxbp.toeplitz(None, (3, 3)), r"K: expected a kernel array of real numbers, got None"),
+        (lambda: jaxbp.toeplitz("ab", (3, 3)), r"K: .* got 'ab'"),
+        (lambda: jaxbp.toeplitz([[1, 2], [3]], (3, 3)), r"K: .* got \[\[1, 2\], \[3\]\]"),
+        (lambda: jaxbp.toeplitz([[1.0, 2.0], [3.0]] * 20, (3, 3)), r"K: .* got a list that is no array \(ragged\?\)"),
+        (lambda: jaxbp.toeplitz(np.ones((2, 2), complex), (3, 3)), r"K: .* got dtype complex128"),
+        (lambda: jaxbp.toeplitz(np.ones((2, 2), object), (3, 3)), r"K: .* got dtype object"),
+        (lambda: jaxbp.patches(None, (2, 2)), r"X: expected an image array of real numbers, got None"),
+        (lambda: jaxbp.conv_to_dense(np.ones((2, 2)), "b", (3, 3)), r"b: expected a bias vector of real numbers, got 'b'"),
+    ],
+    ids=["toeplitz-None", "toeplitz-str", "toeplitz-ragged", "toeplitz-long-ragged", "toeplitz-complex",
+         "toeplitz-object", "patches-None", "conv_to_dense-str"],
+)
+def test_arrays_that_are_not_real_numbers_are_a_type_error_naming_the_argument(call, match):
+    """Not a bare JAX conversion error (which names no argument)."""
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
 def test_integer_shapes_of_numpy_and_jax_are_accepted():
     X, K = np.arange(20.0).reshape(4, 5), jnp.array([[1.0, -2.0], [0.5, 3.0]])
     ref = np.asarray(lax_conv(X[..., None], K[..., None, None], 1, "VALID")).reshape(-1)

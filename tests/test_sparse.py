@@ -173,3 +173,11 @@ def test_update_without_params_and_init_without_arrays_are_errors():
         tx.update({"w": jnp.ones(3)}, tx.init({"w": jnp.ones(3)}))
     with pytest.raises(ValueError, match="params holds no arrays"):
         tx.init({})
+
+
+@pytest.mark.parametrize("params", [{"v": jnp.ones(3)}, {"w": jnp.ones(4)}, {"w": jnp.ones((3, 1))}],
+                         ids=["other-key", "other-length", "other-shape"])
+def test_updates_that_do_not_match_params_are_an_error_showing_both(params):
+    tx = jaxbp.sparse.hard_threshold(0.5)
+    with pytest.raises(ValueError, match=r"updates and params must match .* got shapes \{'w': \(3,\)\} and"):
+        tx.update({"w": jnp.ones(3)}, tx.init(params), params)
