@@ -86,7 +86,7 @@ def as_array(value: Any, name: str, expected: str) -> jax.Array:
     except (TypeError, ValueError):
         a = None
     if a is None or not is_real_dtype(a.dtype):
-        dtype = getattr(value, "dtype", None) if a is None or hasattr(value, "dtype") else a.dtype
+        dtype = getattr(value, "dtype", None if a is None else a.dtype)
         given = (f"dtype {dtype}" if dtype is not None else repr(value) if len(repr(value)) <= 60
                  else f"a {type(value).__name__} that is no array (ragged?)")
         raise TypeError(f"{name}: expected {expected} of real numbers, got {given}")

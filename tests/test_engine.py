@@ -115,7 +115,7 @@ def test_stacked_scan_matches_unrolled_and_autodiff(dtype, activation, n_0, stac
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_the_one_write_of_outer_pieces_used_off_cpu_matches_jacrev(monkeypatch, dtype):
-    """On GPU and TPU `jaxbp.jacobian` writes each Outer piece (a (x) delta) in one fused update of
+    """On GPU and TPU `jaxbp.jacobian` writes each Outer piece (a (x) delta) in one update of
     J rather than block by block (`jax.lax.platform_dependent`); here the CPU takes that path too,
     on a network with plain and scanned Dense layers (offsets static and traced)."""
     engine = importlib.import_module("jaxbp.jacobian")
