@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp._checks import as_int, as_pair, as_shape
+from jaxbp._checks import as_array, as_int, as_pair, as_shape
 from jaxbp.toeplitz import ConvGeometry, Padding, conv_geometry
 
 Array = jax.Array
@@ -186,7 +186,7 @@ def layer_jacobian(a: Array, n_out: int) -> Array:
     >>> layer_jacobian(jnp.array([1.0, 2.0]), 2).tolist()
     [[1.0, 2.0, 0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 2.0, 0.0, 1.0]]
     """
-    a = jnp.asarray(a)
+    a = as_array(a, "a", "a vector")
     if a.ndim != 1:
         raise ValueError(f"a: expected a vector of shape (n_in,), got shape {a.shape}")
     n_out = as_int(n_out, "n_out")

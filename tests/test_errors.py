@@ -161,6 +161,8 @@ def test_layer_jacobian_arguments():
         jaxbp.layer_jacobian(jnp.ones((2, 2)), 3)
     with pytest.raises(ValueError, match="n_out: expected a positive int, got 0"):
         jaxbp.layer_jacobian(jnp.ones(2), 0)
+    with pytest.raises(TypeError, match="a: expected a vector of real numbers, got None"):
+        jaxbp.layer_jacobian(None, 2)
 
 
 def test_a_params_entry_that_is_not_a_dict_names_the_layer_and_the_expected_dict():
