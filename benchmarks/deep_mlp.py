@@ -113,8 +113,7 @@ def main() -> None:
         net, (params, listed, stacked), (ours, ref, scanned) = _contenders(depth, args.scan)
         c_ours, c_ref = compile_time(ours, params, x, y), compile_time(ref, listed, x, y)
         compiles[depth] = c_ours
-        # each ratio from its own pair: a third contender in the same rotation would run just
-        # before jaxbp, and its large buffers (freed, then mapped afresh) would cost jaxbp page faults
+        # each ratio from its own pair of contenders, run alternately
         t = interleaved({"ours": lambda: ours(params, x, y), "ref": lambda: ref(listed, x, y)}, repeats=args.repeats)
         t_scan = interleaved({"ours": lambda: ours(params, x, y), "scanned": lambda: scanned(stacked, x, y)},
                              repeats=args.repeats)

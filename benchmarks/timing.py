@@ -14,10 +14,17 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 30, warmup:
                 min_time: float = 0.02) -> dict[str, float]:
     """Median wall time (s) per call of each zero-argument function, run in turn `repeats` times.
 
-    Each turn of a function is as many back-to-back calls as fill `min_time` (one call for a
-    function slower than that, as `timeit`'s autorange): a millisecond function timed by a single
-    call right after a 40 ms one measured up to twice its steady time (caches and the thread pool
-    left cold by its neighbour), which is a property of the benchmark's order, not of the function.
+    Each turn of a function is one untimed lead call, then as many timed back-to-back calls as
+    fill `min_time` (one for a function slower than that, as `timeit`'s autorange). So every timed
+    call runs right after a call of its own function, in that function's steady state, as in a
+    training loop:
+    - XLA CPU frees a call's large temporary buffers after the call has returned (`cleanup_cpu`:
+      15 ms of CPU time after `jax.vmap(jax.grad)` of LeNet-300-100 at batch 128, 0.1 ms after
+      `jaxbp.per_example_grads`); a call timed right after another function's pays for that
+      function's cleanup (`per_example_grads` measured 44 ms a call timed after `vmap(grad)`'s,
+      30 ms after its own), and here the lead call pays for it instead;
+    - a millisecond function timed right after a 40 ms one measured up to twice its steady time
+      (caches and the thread pool left cold by its neighbour).
     """
     calls = {}
     for k, f in fns.items():
@@ -28,6 +35,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 30, warmup:
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
+            jax.block_until_ready(f())  # the lead call: absorbs what the previous turn left behind
             t = time.perf_counter()
             for _ in range(calls[k]):
                 jax.block_until_ready(f())
@@ -49,3 +57,16 @@ def compile_time(jitted, *args, repeats: int = 3) -> float:
         jitted.lower(*args).compile()
         times.append(time.perf_counter() - t)
     return float(np.median(times))
+
+
+def cleanup_cpu(f: Callable[[], object], pause: float = 0.2, repeats: int = 3) -> float:
+    """Median CPU time (s, all threads) the process spends in the `pause` seconds after a call of
+    f has returned, with nothing else running: the work the call leaves behind, such as XLA CPU
+    unmapping its large temporary buffers. `interleaved` charges it to f's own next call."""
+    spent = []
+    for _ in range(repeats):
+        jax.block_until_ready(f())
+        t = time.process_time()
+        time.sleep(pause)
+        spent.append(time.process_time() - t)
+    return float(np.median(spent))
