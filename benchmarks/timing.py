@@ -19,7 +19,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 30, warmup:
     call runs right after a call of its own function, in that function's steady state, as in a
     training loop:
     - XLA CPU frees a call's large temporary buffers after the call has returned (`cleanup_cpu`:
-      15 ms of CPU time after `jax.vmap(jax.grad)` of LeNet-300-100 at batch 128, 0.1 ms after
+      16 ms of CPU time after `jax.vmap(jax.grad)` of LeNet-300-100 at batch 128, 0.1 ms after
       `jaxbp.per_example_grads`); a call timed right after another function's pays for that
       function's cleanup (`per_example_grads` measured 44 ms a call timed after `vmap(grad)`'s,
       30 ms after its own), and here the lead call pays for it instead;
