@@ -43,20 +43,22 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 30, warmup:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def compile_time(jitted, *args, repeats: int = 3) -> float:
-    """Median seconds to lower and compile `jitted` for `args` (no execution), from cold caches.
+def compile_times(jobs: dict[str, tuple[Callable, tuple]], repeats: int = 5) -> dict[str, float]:
+    """Median seconds to lower and compile each `jitted` for its `args` (no execution), from cold
+    caches, the jobs compiled in turn (A, B, A, B, ...) so that a ratio of two cancels drift.
 
-    The arguments are waited for first: with asynchronous dispatch, computing them would
-    otherwise still be running on the same cores while the compiler is timed.
+    jobs: name -> (jitted, args). The arguments are waited for first: with asynchronous dispatch,
+    computing them would otherwise still be running on the same cores while the compiler is timed.
     """
-    jax.block_until_ready(args)
-    times = []
+    jax.block_until_ready([args for _, args in jobs.values()])
+    times: dict[str, list[float]] = {k: [] for k in jobs}
     for _ in range(repeats):
-        jax.clear_caches()
-        t = time.perf_counter()
-        jitted.lower(*args).compile()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+        for k, (jitted, args) in jobs.items():
+            jax.clear_caches()
+            t = time.perf_counter()
+            jitted.lower(*args).compile()
+            times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def cleanup_cpu(f: Callable[[], object], pause: float = 0.2, repeats: int = 3) -> float:
