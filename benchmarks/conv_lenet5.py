@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 import jaxbp
-from timing import interleaved
+from timing import interleaved, setting
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -53,6 +53,7 @@ def main() -> None:
         for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref))
     )
     t = interleaved({"ours": lambda: ours(params, x, y), "ref": lambda: ref(params, x, y)}, repeats=args.repeats)
+    print(setting())
     print(f"LeNet-5 ({net.n_params} params), batch {args.batch} of 28x28x1, float32, {jax.devices()[0].platform}")
     print(f"max relative gradient difference: {err:.2e}")
     print(f"grad_fn {1e3 * t['ours']:.2f} ms   jax.jit(jax.grad) {1e3 * t['ref']:.2f} ms   "

@@ -10,7 +10,9 @@ steps faster (the threshold is measured in docs/results.md; `--scan 2` scans eve
 get the same parameter values. For context it also times `jax.jit(jax.grad(...))` of the
 network written with `jax.lax.scan` over stacked params (JAX's own autodiff on the `Stacked`
 layout), against jaxbp in a rotation of its own, so that each ratio compares two programs run
-alternately.
+alternately. The first line printed names the malloc: with glibc's the scanned steps page-fault
+their stacked buffers (over 32 MiB) in afresh on every call, with tcmalloc they do not (README,
+"Performance"; docs/results.md).
 
     python benchmarks/deep_mlp.py [--depths 8 32 128 512] [--repeats 20] [--scan 64]
     python benchmarks/deep_mlp.py --profile 128   # where each step's time goes, per XLA op
@@ -31,7 +33,7 @@ import jax.numpy as jnp
 
 import jaxbp
 from jaxbp.jacobian import _value_and_grad
-from timing import compile_times, interleaved
+from timing import compile_times, interleaved, setting
 
 WIDTH, BATCH = 256, 128
 
@@ -105,6 +107,7 @@ def main() -> None:
         _, (params, listed, _), (ours, ref, _) = _contenders(args.profile, args.scan)
         profile({"jaxbp": lambda: ours(params, x, y), "unrolled jax.grad": lambda: ref(listed, x, y)})
         return
+    print(setting())
     print(f"{'depth':>6} {'jaxbp':>9} {'compile jaxbp s':>16} {'compile jax s':>14} {'compile ratio':>14} "
           f"{'step jaxbp ms':>14} {'step jax ms':>12} {'step ratio':>11} {'scanned jax ms':>15} "
           f"{'ratio to scanned':>17}")

@@ -13,7 +13,7 @@ import argparse
 import jax
 
 import jaxbp
-from timing import interleaved
+from timing import interleaved, setting
 
 
 def main() -> None:
@@ -24,6 +24,7 @@ def main() -> None:
     net = jaxbp.models.lenet_300_100()
     params = net.init(jax.random.key(0))
     ours, ref = jaxbp.grad_fn(net), jax.jit(jax.grad(net.loss))
+    print(setting())
     print(f"{'batch':>6} {'jaxbp ms':>9} {'jax.grad ms':>12} {'ratio':>7}")
     for B in args.batches:
         x = jax.random.uniform(jax.random.key(1), (B, 784))

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxbp
-from timing import cleanup_cpu, interleaved
+from timing import cleanup_cpu, interleaved, setting
 
 
 def main() -> None:
@@ -50,6 +50,7 @@ def main() -> None:
 
     # "after": CPU ms the process spends once a call has returned (freeing its buffers), which
     # the timing charges to the function's own next call (benchmarks/timing.py)
+    print(setting())
     print(f"{'quantity':<34} {'batch':>6} {'jaxbp ms':>10} {'ref ms':>10} {'ratio':>7} "
           f"{'jaxbp after':>12} {'ref after':>10}")
 

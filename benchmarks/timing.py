@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import pathlib
 import time
 from collections.abc import Callable
 
@@ -72,3 +74,26 @@ def cleanup_cpu(f: Callable[[], object], pause: float = 0.2, repeats: int = 3) -
         time.sleep(pause)
         spent.append(time.process_time() - t)
     return float(np.median(spent))
+
+
+def malloc(maps: str | None = None) -> str:
+    """The process's malloc: tcmalloc, jemalloc or mimalloc when one is loaded (`LD_PRELOAD`),
+    named from the libraries mapped into the process (`maps`: the text of /proc/self/maps),
+    else glibc's, with its GLIBC_TUNABLES if set. On CPU it decides what large buffers cost: glibc
+    maps every buffer of 32 MiB or more afresh and page-faults it in on each call, tcmalloc keeps
+    freed memory mapped (docs/results.md), so every benchmark prints it."""
+    if maps is None:
+        try:
+            maps = pathlib.Path("/proc/self/maps").read_text()
+        except OSError:
+            return "the platform's (no /proc/self/maps)"
+    for name in ("tcmalloc", "jemalloc", "mimalloc"):
+        if f"lib{name}" in maps:
+            return name
+    tunables = os.environ.get("GLIBC_TUNABLES")
+    return f"glibc, GLIBC_TUNABLES={tunables}" if tunables else "glibc"
+
+
+def setting() -> str:
+    """One line for a benchmark's header: the backend, the cores and the malloc."""
+    return f"{jax.devices()[0].platform}, {os.cpu_count()} cores, jax {jax.__version__}, malloc: {malloc()}"
