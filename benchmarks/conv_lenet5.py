@@ -54,7 +54,7 @@ def main() -> None:
     )
     t = interleaved({"ours": lambda: ours(params, x, y), "ref": lambda: ref(params, x, y)}, repeats=args.repeats)
     print(setting())
-    print(f"LeNet-5 ({net.n_params} params), batch {args.batch} of 28x28x1, float32, {jax.devices()[0].platform}")
+    print(f"LeNet-5 ({net.n_params} params), batch {args.batch} of 28x28x1, float32")
     print(f"max relative gradient difference: {err:.2e}")
     print(f"grad_fn {1e3 * t['ours']:.2f} ms   jax.jit(jax.grad) {1e3 * t['ref']:.2f} ms   "
           f"median ratio {t['ours'] / t['ref']:.3f}")

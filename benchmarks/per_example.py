@@ -48,9 +48,9 @@ def main() -> None:
     pe, norms = jaxbp.per_example_grads(net), jaxbp.per_example_grad_norms(net)
     clipped, plain = jaxbp.clipped_grad_fn(net, 1.0), jaxbp.grad_fn(net)
 
+    print(setting())
     # "after": CPU ms the process spends once a call has returned (freeing its buffers), which
     # the timing charges to the function's own next call (benchmarks/timing.py)
-    print(setting())
     print(f"{'quantity':<34} {'batch':>6} {'jaxbp ms':>10} {'ref ms':>10} {'ratio':>7} "
           f"{'jaxbp after':>12} {'ref after':>10}")
 

@@ -95,5 +95,5 @@ def malloc(maps: str | None = None) -> str:
 
 
 def setting() -> str:
-    """One line for a benchmark's header: the backend, the cores and the malloc."""
+    """One line for a benchmark's header: the backend, the cores, jax's version and the malloc."""
     return f"{jax.devices()[0].platform}, {os.cpu_count()} cores, jax {jax.__version__}, malloc: {malloc()}"
