@@ -10,9 +10,10 @@ steps faster (the threshold is measured in docs/results.md; `--scan 2` scans eve
 get the same parameter values. For context it also times `jax.jit(jax.grad(...))` of the
 network written with `jax.lax.scan` over stacked params (JAX's own autodiff on the `Stacked`
 layout), against jaxbp in a rotation of its own, so that each ratio compares two programs run
-alternately. The first line printed names the malloc: with glibc's the scanned steps page-fault
-their stacked buffers (over 32 MiB) in afresh on every call, with tcmalloc they do not (README,
-"Performance"; docs/results.md).
+alternately. The first line printed names the malloc, and the last two columns count the minor
+page faults of a step: with glibc's malloc the scanned steps page-fault their stacked buffers
+(over 32 MiB) in afresh on every call, with tcmalloc they do not (README, "Performance";
+docs/results.md).
 
     python benchmarks/deep_mlp.py [--depths 8 32 128 512] [--repeats 20] [--scan 64]
     python benchmarks/deep_mlp.py --profile 128   # where each step's time goes, per XLA op
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 
 import jaxbp
 from jaxbp.jacobian import _value_and_grad
-from timing import compile_times, interleaved, setting
+from timing import compile_times, faults_per_call, interleaved, setting
 
 WIDTH, BATCH = 256, 128
 
@@ -110,7 +111,7 @@ def main() -> None:
     print(setting())
     print(f"{'depth':>6} {'jaxbp':>9} {'compile jaxbp s':>16} {'compile jax s':>14} {'compile ratio':>14} "
           f"{'step jaxbp ms':>14} {'step jax ms':>12} {'step ratio':>11} {'scanned jax ms':>15} "
-          f"{'ratio to scanned':>17}")
+          f"{'ratio to scanned':>17} {'faults jaxbp':>13} {'faults jax':>11}")
     jobs = {}
     for depth in args.depths:
         net, (params, listed, stacked), (ours, ref, scanned) = _contenders(depth, args.scan)
@@ -118,13 +119,14 @@ def main() -> None:
         c = compile_times({"ours": jobs[depth], "ref": (ref, (listed, x, y))})
         c_ours, c_ref = c["ours"], c["ref"]
         # each ratio from its own pair of contenders, run alternately
-        t = interleaved({"ours": lambda: ours(params, x, y), "ref": lambda: ref(listed, x, y)}, repeats=args.repeats)
-        t_scan = interleaved({"ours": lambda: ours(params, x, y), "scanned": lambda: scanned(stacked, x, y)},
-                             repeats=args.repeats)
+        pair = {"ours": lambda: ours(params, x, y), "ref": lambda: ref(listed, x, y)}
+        t = interleaved(pair, repeats=args.repeats)
+        t_scan = interleaved({"ours": pair["ours"], "scanned": lambda: scanned(stacked, x, y)}, repeats=args.repeats)
         form = "scanned" if any(seg.scanned for seg in net.segments()) else "unrolled"
         print(f"{depth:>6} {form:>9} {c_ours:>16.2f} {c_ref:>14.2f} {c_ours / c_ref:>14.3f} "
               f"{1e3 * t['ours']:>14.2f} {1e3 * t['ref']:>12.2f} {t['ours'] / t['ref']:>11.3f} "
-              f"{1e3 * t_scan['scanned']:>15.2f} {t_scan['ours'] / t_scan['scanned']:>17.3f}", flush=True)
+              f"{1e3 * t_scan['scanned']:>15.2f} {t_scan['ours'] / t_scan['scanned']:>17.3f} "
+              f"{faults_per_call(pair['ours']):>13.0f} {faults_per_call(pair['ref']):>11.0f}", flush=True)
     lo, hi = min(jobs), max(jobs)
     c = compile_times({lo: jobs[lo], hi: jobs[hi]}, repeats=9)  # compiled in turn, as the step times run
     print(f"jaxbp compile time at depth {hi}: {c[hi] / c[lo]:.2f}x depth {lo}'s "

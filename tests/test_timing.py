@@ -62,3 +62,15 @@ def test_malloc_is_glibc_with_its_tunables(monkeypatch):
     assert timing.malloc(GLIBC_MAPS) == "glibc"
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
     assert timing.malloc(GLIBC_MAPS) == "glibc, GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
+
+
+def test_faults_per_call_counts_the_calls_after_a_warm_up(monkeypatch):
+    """Each call of f takes 100 faults, and its first call (the warm-up) 10,000 more."""
+    faults = [0]
+    monkeypatch.setitem(sys.modules, "resource", SimpleNamespace(
+        RUSAGE_SELF=0, getrusage=lambda who: SimpleNamespace(ru_minflt=faults[0])))
+
+    def f():
+        faults[0] += 100 + (10_000 if faults[0] == 0 else 0)
+
+    assert timing.faults_per_call(f, calls=4) == 100
